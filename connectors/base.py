@@ -1,0 +1,58 @@
+"""The one shape every inbound connector yields.
+
+A connector is a generator of pages. Each page carries the raw records exactly
+as the source sent them and the cursor that comes *after* them, so the
+warehouse can commit both in one transaction: a crash between pages loses
+nothing and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+JSONValue = Any
+Cursor = dict[str, JSONValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One fetch from a source.
+
+    ``records`` are JSON-able dicts (helpdesks, file exports) or raw ``bytes``
+    (RFC 822 messages). ``record_ids`` holds the source's own id of each
+    record, in the same order. ``cursor`` is what the next run resumes from;
+    it must be JSON-serialisable and must never point past a record that is
+    not in this page or an earlier one.
+    """
+
+    stream: str
+    records: list[dict[str, JSONValue]] | list[bytes]
+    record_ids: list[str]
+    cursor: Cursor
+    # Records the connector itself could not read (a malformed CSV row, an
+    # unparsable JSON line): (record_id, reason, raw text). They go to
+    # meta.quarantine with the page, and the run goes on.
+    rejects: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.records) != len(self.record_ids):
+            raise ValueError(
+                f"page of stream {self.stream!r}: {len(self.records)} records "
+                f"but {len(self.record_ids)} record ids"
+            )
+
+
+class Source(Protocol):
+    """What the ingest flow needs of a connector."""
+
+    name: str
+
+    def pages(self, state: Mapping[str, Cursor]) -> Iterator[Page]:
+        """Yield pages from the cursors in ``state`` (stream -> cursor)."""
+        ...
+
+
+class ConnectorError(RuntimeError):
+    """A source cannot be read; the message names the source and what to check."""

@@ -1,0 +1,1 @@
+"""Prefect flows and tasks that wire connectors, transforms and warehouse; the CLI."""

@@ -1,0 +1,251 @@
+"""The pipeline's steps as plain functions over a warehouse connection.
+
+Prefect tasks in ``flows.tasks`` wrap these; keeping them free of Prefect lets
+tests, ``replay`` and benchmarks run the exact same code without a server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from flows.config import Settings
+from flows.sources import normalize_page, open_source
+from warehouse import load
+from warehouse.db import transaction
+from warehouse.marts import refresh_marts
+
+log = logging.getLogger("backlash")
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class IngestStats:
+    source: str
+    pages: int = 0
+    records: int = 0
+    raw_new: int = 0
+    tickets: int = 0
+    messages: int = 0
+    quarantined: int = 0
+    # Earliest created_at this run touched: marts are recounted from there on.
+    since: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(self).items()}
+
+
+def topics_of(settings: Settings) -> Sequence[Any]:
+    from transforms.taxonomy import DEFAULT_TOPICS, Topic
+
+    if not settings.labels.topics:
+        return DEFAULT_TOPICS
+    return tuple(
+        Topic(name=t.name, description=t.description, phrases=tuple(t.phrases))
+        for t in settings.labels.topics
+    )
+
+
+def label(tickets: pl.DataFrame, topics: Sequence[Any]) -> pl.DataFrame:
+    from transforms.labels import label_tickets
+
+    if tickets.is_empty():
+        from transforms.schema import TICKET_LABELS, empty
+
+        return empty(TICKET_LABELS)
+    return label_tickets(tickets, topics)
+
+
+def ingest_source(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    source_name: str,
+    *,
+    now: datetime,
+    since: datetime | None = None,
+    progress: Progress | None = None,
+) -> IngestStats:
+    """Pull every new page of one source and commit each page atomically.
+
+    With ``since`` (a backfill), the source is read again from that time on;
+    upserts make the overlap harmless and the cursor ends at the head again.
+    """
+    from flows.validation import validate_tickets
+
+    cfg = settings.source(source_name)
+    stats = IngestStats(source=cfg.name)
+    topics = topics_of(settings)
+    connector = open_source(cfg)
+    if since is None:
+        state = load.get_state(con, cfg.name)
+    elif hasattr(connector, "backfill_state"):
+        state = connector.backfill_state(since)
+    else:
+        raise ValueError(f"source {cfg.name!r} ({cfg.kind}) cannot be backfilled by time")
+    for page in connector.pages(state):
+        normalized = normalize_page(cfg, page, now)
+        tickets = load.latest_per_key(normalized.tickets, "ticket_key", "updated_at")
+        checked = validate_tickets(tickets, now=now)
+        labels = label(checked.valid, topics)
+        result = load.commit_page(
+            con,
+            source=cfg.name,
+            page=page,
+            tickets=checked.valid,
+            messages=normalized.messages,
+            labels=labels,
+            rejects=[*normalized.rejects, *checked.rejects],
+            now=now,
+        )
+        stats.pages += 1
+        stats.records += len(page.records)
+        stats.raw_new += result.raw_new
+        stats.tickets += result.tickets
+        stats.messages += result.messages
+        stats.quarantined += result.quarantined
+        if not checked.valid.is_empty():
+            first = checked.valid["created_at"].min()
+            if isinstance(first, datetime) and (stats.since is None or first < stats.since):
+                stats.since = first
+        if progress:
+            progress(len(page.records))
+        log.info(
+            "source %s: page %d (%s): %d records, %d new raw, %d tickets, %d quarantined",
+            cfg.name,
+            stats.pages,
+            page.stream,
+            len(page.records),
+            result.raw_new,
+            result.tickets,
+            result.quarantined,
+        )
+    return stats
+
+
+def replay_source(
+    con: duckdb.DuckDBPyConnection, settings: Settings, source_name: str, *, now: datetime
+) -> IngestStats:
+    """Rebuild a source's core rows from ``raw`` alone: no network, cursors untouched.
+
+    For after a normaliser or labeller change. Raw versions are applied oldest
+    first, and upserts keep the latest ``updated_at``, so the result equals
+    what the original loads produced with today's code.
+    """
+    from flows.validation import validate_tickets
+
+    cfg = settings.source(source_name)
+    stats = IngestStats(source=cfg.name)
+    topics = topics_of(settings)
+    for page in load.raw_pages(con, cfg.name):
+        normalized = normalize_page(cfg, page, now)
+        tickets = load.latest_per_key(normalized.tickets, "ticket_key", "updated_at")
+        checked = validate_tickets(tickets, now=now)
+        with transaction(con):
+            result = load.apply_page(
+                con,
+                source=cfg.name,
+                stream=page.stream,
+                tickets=checked.valid,
+                messages=normalized.messages,
+                labels=label(checked.valid, topics),
+                rejects=[*normalized.rejects, *checked.rejects],
+                now=now,
+            )
+        stats.pages += 1
+        stats.records += len(page.records)
+        stats.tickets += result.tickets
+        stats.quarantined += result.quarantined
+    return stats
+
+
+def relabel(con: duckdb.DuckDBPyConnection, settings: Settings, *, now: datetime) -> int:
+    """Label every ticket again with the configured taxonomy and rules, so the
+    series stay comparable after a change; returns the tickets relabelled."""
+    tickets = con.sql("SELECT ticket_key, subject, body FROM core.tickets").pl()
+    labels = label(tickets, topics_of(settings))
+    with transaction(con):
+        load.upsert_labels(con, labels, now)
+    return labels.height
+
+
+def load_changes(con: duckdb.DuckDBPyConnection, settings: Settings) -> int:
+    """Mirror the change calendar into core.product_changes (none configured: empty)."""
+    from connectors.calendar import read_changes
+
+    from transforms.schema import PRODUCT_CHANGES, conform
+
+    if settings.changes is None:
+        rows: list[dict[str, Any]] = []
+    else:
+        rows = read_changes(settings.changes.path)
+    frame = conform(pl.DataFrame(rows, infer_schema_length=None), PRODUCT_CHANGES)
+    return load.replace_changes(con, frame)
+
+
+def refresh(con: duckdb.DuckDBPyConnection, since: datetime | None) -> None:
+    refresh_marts(con, since)
+
+
+@dataclass
+class MonitorInputs:
+    counts: pl.DataFrame
+    tickets: pl.DataFrame
+    changes: pl.DataFrame
+    hourly: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+
+def monitor_inputs(con: duckdb.DuckDBPyConnection) -> MonitorInputs:
+    counts = con.sql(
+        "SELECT bucket, topic, channel, tickets, complaints, cancel_intents "
+        "FROM marts.complaints_daily ORDER BY bucket"
+    ).pl()
+    tickets = con.sql(
+        "SELECT t.ticket_key, t.created_at, t.subject, t.body, l.topics, l.is_complaint "
+        "FROM core.tickets t JOIN core.ticket_labels l USING (ticket_key) "
+        "WHERE NOT t.is_deleted AND NOT t.is_auto AND t.duplicate_of IS NULL"
+    ).pl()
+    changes = con.sql("SELECT * FROM core.product_changes").pl()
+    return MonitorInputs(counts=counts, tickets=tickets, changes=changes)
+
+
+def monitor_settings(settings: Settings) -> Any:
+    from transforms.monitor import MonitorSettings
+
+    d = settings.detection
+    return MonitorSettings(
+        alpha=d.alpha, min_excess=d.min_excess, min_ratio=d.min_ratio, window_days=d.window_days
+    )
+
+
+def detect_anomalies(
+    con: duckdb.DuckDBPyConnection, settings: Settings, *, now: datetime
+) -> pl.DataFrame:
+    """Score every series up to ``now`` and store the episodes in marts.anomalies."""
+    from transforms.monitor import monitor
+
+    from transforms.schema import ANOMALIES, conform
+
+    inputs = monitor_inputs(con)
+    anomalies = conform(
+        monitor(
+            inputs.counts,
+            inputs.tickets,
+            inputs.changes,
+            now=now,
+            settings=monitor_settings(settings),
+        ),
+        ANOMALIES,
+    )
+    with transaction(con), load.registered(con, "found", anomalies):
+        # Episodes are derived from the whole history by a causal detector, so
+        # the table is rebuilt, with the same alert_ids, on every run.
+        con.execute("DELETE FROM marts.anomalies")
+        con.execute(f"INSERT INTO marts.anomalies ({', '.join(ANOMALIES)}) SELECT * FROM found")
+    return anomalies

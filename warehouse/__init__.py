@@ -1,0 +1,4 @@
+"""DuckDB: schema migrations, transactional loads, sync state and read access.
+
+Never calls the network.
+"""

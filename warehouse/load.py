@@ -1,0 +1,410 @@
+"""Transactional, idempotent loads.
+
+One page = one transaction: its raw records, its quarantined records, the
+normalised rows and labels, and the cursor that comes after it commit together
+or not at all. A crash between pages loses nothing (the cursor did not move)
+and duplicates nothing (the page's rows and cursor were both rolled back).
+
+Frames are scanned by DuckDB through Arrow (zero-copy), never looped over in
+Python, and every batch is de-duplicated before it is upserted: DuckDB's
+``ON CONFLICT`` silently keeps the *first* of two rows with the same key
+(PITFALLS.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from connectors.base import Cursor, Page
+from transforms.schema import (
+    MESSAGES,
+    PRODUCT_CHANGES,
+    TICKET_LABELS,
+    TICKETS,
+    conform,
+)
+from warehouse.db import transaction
+
+TICKET_COLUMNS = list(TICKETS)
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> Iterator[None]:
+    """Expose ``frame`` to SQL as ``name`` (zero-copy through Arrow) for one statement group."""
+    con.register(name, frame.to_arrow())
+    try:
+        yield
+    finally:
+        # Inside an aborted transaction DuckDB refuses even this; the name is
+        # re-registered (replaced) next time, so the original error must win.
+        with suppress(duckdb.Error):
+            con.unregister(name)
+
+
+def raw_table(source: str) -> str:
+    """``raw."<source>_records"``; source names are validated by the config."""
+    if not source.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"invalid source name {source!r}")
+    return f'raw."{source}_records"'
+
+
+def ensure_raw_table(con: duckdb.DuckDBPyConnection, source: str) -> str:
+    """Create ``raw.<source>_records`` on first use.
+
+    Rows are identified by (source, record_id, fetched_at) as in DESIGN.md, but
+    no index enforces it: the same record may come twice in one page (updated
+    between two requests), and ``land_raw`` already skips exact repeats by
+    (record_id, payload_hash). No index also keeps bulk landing fast.
+    """
+    table = raw_table(source)
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {table} ("
+        " source VARCHAR NOT NULL, stream VARCHAR NOT NULL, record_id VARCHAR NOT NULL,"
+        " fetched_at TIMESTAMPTZ NOT NULL, payload_hash VARCHAR NOT NULL,"
+        " payload VARCHAR, payload_bytes BLOB)"
+    )
+    return table
+
+
+def _raw_frame(source: str, page: Page, fetched_at: datetime) -> pl.DataFrame:
+    texts: list[str | None] = []
+    blobs: list[bytes | None] = []
+    hashes: list[str] = []
+    for record in page.records:
+        if isinstance(record, bytes):
+            texts.append(None)
+            blobs.append(record)
+            hashes.append(hashlib.sha256(record).hexdigest())
+        else:
+            text = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+            texts.append(text)
+            blobs.append(None)
+            hashes.append(hashlib.sha256(text.encode()).hexdigest())
+    return pl.DataFrame(
+        {
+            "source": [source] * len(hashes),
+            "stream": [page.stream] * len(hashes),
+            "record_id": [str(r) for r in page.record_ids],
+            "fetched_at": [fetched_at] * len(hashes),
+            "payload_hash": hashes,
+            "payload": texts,
+            "payload_bytes": blobs,
+        },
+        schema={
+            "source": pl.String,
+            "stream": pl.String,
+            "record_id": pl.String,
+            "fetched_at": pl.Datetime("us", "UTC"),
+            "payload_hash": pl.String,
+            "payload": pl.String,
+            "payload_bytes": pl.Binary,
+        },
+    ).unique(subset=["record_id", "payload_hash"], keep="first", maintain_order=True)
+
+
+def land_raw(con: duckdb.DuckDBPyConnection, source: str, page: Page, fetched_at: datetime) -> int:
+    """Insert the page's records that are not already stored byte for byte.
+
+    A re-fetched, unchanged record adds nothing; a changed one adds a version,
+    so ``raw`` keeps the history that ``replay`` rebuilds ``core`` from.
+    """
+    table = ensure_raw_table(con, source)
+    frame = _raw_frame(source, page, fetched_at)
+    with registered(con, "raw_page", frame):
+        row = con.execute(
+            f"INSERT INTO {table} SELECT f.* FROM raw_page f "
+            f"ANTI JOIN {table} r ON r.record_id = f.record_id AND r.payload_hash = f.payload_hash"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def quarantine(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    stream: str,
+    rejects: Sequence[tuple[str, str, str]],
+    now: datetime,
+) -> int:
+    if not rejects:
+        return 0
+    frame = (
+        pl.DataFrame(
+            {
+                "record_id": [str(r[0]) for r in rejects],
+                "reason": [r[1] for r in rejects],
+                "payload": [r[2] for r in rejects],
+            },
+            schema={"record_id": pl.String, "reason": pl.String, "payload": pl.String},
+        )
+        .group_by("record_id", maintain_order=True)
+        .agg(pl.col("reason").str.join("; "), pl.col("payload").first())
+    )
+    with registered(con, "rejects", frame):
+        con.execute(
+            "INSERT INTO meta.quarantine "
+            "SELECT ?, record_id, ?, reason, payload, ? FROM rejects "
+            "ON CONFLICT (source, record_id) DO UPDATE SET "
+            "stream = excluded.stream, reason = excluded.reason, payload = excluded.payload, "
+            "quarantined_at = excluded.quarantined_at",
+            [source, stream, now],
+        )
+    return len(rejects)
+
+
+def release_from_quarantine(
+    con: duckdb.DuckDBPyConnection, source: str, record_ids: Sequence[str]
+) -> None:
+    """A record that now loads (fixed upstream) leaves quarantine."""
+    if record_ids:
+        con.execute(
+            "DELETE FROM meta.quarantine WHERE source = ? AND record_id IN (SELECT unnest(?))",
+            [source, list(record_ids)],
+        )
+
+
+def latest_per_key(frame: pl.DataFrame, key: str, order: str) -> pl.DataFrame:
+    """Keep one row per key: the one with the greatest ``order`` (last wins on ties)."""
+    return frame.sort(order, nulls_last=False, maintain_order=True).unique(
+        subset=[key], keep="last", maintain_order=True
+    )
+
+
+def upsert_tickets(con: duckdb.DuckDBPyConnection, tickets: pl.DataFrame) -> int:
+    """Insert new tickets; update an existing one only if this version is newer
+    or differs, so loading the same batch twice leaves the same rows.
+
+    The earliest ``created_at`` and its text win (an email thread's first
+    message stays its subject when a reply lands in a later run); status, tags
+    and deletion follow the latest ``updated_at``.
+    """
+    if tickets.is_empty():
+        return 0
+    batch = latest_per_key(conform(tickets, TICKETS), "ticket_key", "updated_at")
+    batch = batch.with_columns(
+        pl.col("is_deleted").fill_null(False), pl.col("is_auto").fill_null(False)
+    )
+    cols = ", ".join(TICKET_COLUMNS)
+    with registered(con, "batch", batch):
+        _upsert_tickets_sql(con, cols)
+    return batch.height
+
+
+def _upsert_tickets_sql(con: duckdb.DuckDBPyConnection, cols: str) -> None:
+    con.execute(
+        f"INSERT INTO core.tickets ({cols}) SELECT {cols} FROM batch "
+        "ON CONFLICT (ticket_key) DO UPDATE SET "
+        " created_at = least(core.tickets.created_at, excluded.created_at),"
+        " subject = CASE WHEN excluded.created_at < core.tickets.created_at"
+        "   THEN excluded.subject ELSE coalesce(core.tickets.subject, excluded.subject) END,"
+        " body = CASE WHEN excluded.created_at < core.tickets.created_at"
+        "   THEN excluded.body ELSE coalesce(core.tickets.body, excluded.body) END,"
+        " updated_at = greatest(core.tickets.updated_at, excluded.updated_at),"
+        " channel = excluded.channel, status = excluded.status, priority = excluded.priority,"
+        " requester_key = coalesce(excluded.requester_key, core.tickets.requester_key),"
+        " organization = coalesce(excluded.organization, core.tickets.organization),"
+        " tags = excluded.tags, is_deleted = excluded.is_deleted,"
+        " is_auto = core.tickets.is_auto AND excluded.is_auto,"
+        " duplicate_of = coalesce(excluded.duplicate_of, core.tickets.duplicate_of),"
+        " ingested_at = excluded.ingested_at "
+        "WHERE excluded.updated_at > core.tickets.updated_at"
+        " OR excluded.created_at < core.tickets.created_at"
+        " OR (excluded.updated_at = core.tickets.updated_at AND ("
+        "   excluded.subject IS DISTINCT FROM core.tickets.subject"
+        "   OR excluded.body IS DISTINCT FROM core.tickets.body"
+        "   OR excluded.status IS DISTINCT FROM core.tickets.status"
+        "   OR excluded.tags IS DISTINCT FROM core.tickets.tags"
+        "   OR excluded.is_deleted IS DISTINCT FROM core.tickets.is_deleted))"
+    )
+
+
+def upsert_messages(con: duckdb.DuckDBPyConnection, messages: pl.DataFrame) -> int:
+    if messages.is_empty():
+        return 0
+    batch = latest_per_key(conform(messages, MESSAGES), "message_key", "created_at")
+    batch = batch.with_columns(pl.col("is_auto").fill_null(False))
+    cols = ", ".join(MESSAGES)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in MESSAGES if c != "message_key")
+    changed = " OR ".join(
+        f"excluded.{c} IS DISTINCT FROM core.messages.{c}"
+        for c in MESSAGES
+        if c not in ("message_key", "ingested_at")
+    )
+    with registered(con, "batch", batch):
+        con.execute(
+            f"INSERT INTO core.messages ({cols}) SELECT {cols} FROM batch "
+            f"ON CONFLICT (message_key) DO UPDATE SET {updates} WHERE {changed}"
+        )
+    return batch.height
+
+
+def upsert_labels(con: duckdb.DuckDBPyConnection, labels: pl.DataFrame, now: datetime) -> int:
+    if labels.is_empty():
+        return 0
+    batch = (
+        conform(labels, TICKET_LABELS)
+        .unique(subset=["ticket_key"], keep="last", maintain_order=True)
+        .with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("labelled_at"))
+    )
+    cols = [*TICKET_LABELS, "labelled_at"]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "ticket_key")
+    changed = " OR ".join(
+        f"excluded.{c} IS DISTINCT FROM core.ticket_labels.{c}" for c in TICKET_LABELS
+    )
+    with registered(con, "batch", batch):
+        con.execute(
+            f"INSERT INTO core.ticket_labels ({', '.join(cols)}) "
+            f"SELECT {', '.join(cols)} FROM batch "
+            f"ON CONFLICT (ticket_key) DO UPDATE SET {updates} WHERE {changed}"
+        )
+    return labels.height
+
+
+def replace_changes(con: duckdb.DuckDBPyConnection, changes: pl.DataFrame) -> int:
+    """The calendar file is the truth: the table mirrors it after each load."""
+    batch = conform(changes, PRODUCT_CHANGES)
+    with transaction(con), registered(con, "batch", batch):
+        con.execute("DELETE FROM core.product_changes")
+        con.execute(
+            f"INSERT INTO core.product_changes ({', '.join(PRODUCT_CHANGES)}) "
+            f"SELECT {', '.join(PRODUCT_CHANGES)} FROM batch"
+        )
+    return changes.height
+
+
+def get_state(con: duckdb.DuckDBPyConnection, source: str) -> dict[str, Cursor]:
+    rows = con.execute(
+        "SELECT stream, cursor FROM meta.sync_state WHERE source = ?", [source]
+    ).fetchall()
+    return {stream: json.loads(cursor) for stream, cursor in rows}
+
+
+def set_cursor(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    stream: str,
+    cursor: Cursor,
+    records: int,
+    now: datetime,
+) -> None:
+    con.execute(
+        "INSERT INTO meta.sync_state VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (source, stream) DO UPDATE SET cursor = excluded.cursor, "
+        "updated_at = excluded.updated_at, "
+        "records_total = meta.sync_state.records_total + excluded.records_total",
+        [source, stream, json.dumps(cursor, sort_keys=True, default=str), now, records],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PageLoad:
+    """What one committed page did, for logs and the run summary."""
+
+    raw_new: int
+    tickets: int
+    messages: int
+    labels: int
+    quarantined: int
+
+
+def apply_page(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    source: str,
+    stream: str,
+    tickets: pl.DataFrame,
+    messages: pl.DataFrame,
+    labels: pl.DataFrame,
+    rejects: Sequence[tuple[str, str, str]],
+    now: datetime,
+) -> PageLoad:
+    """Quarantine, tickets, messages and labels of one page (caller owns the transaction)."""
+    quarantined = quarantine(con, source, stream, rejects, now)
+    if not tickets.is_empty():
+        release_from_quarantine(con, source, tickets["source_id"].to_list())
+    return PageLoad(
+        raw_new=0,
+        tickets=upsert_tickets(con, tickets),
+        messages=upsert_messages(con, messages),
+        labels=upsert_labels(con, labels, now),
+        quarantined=quarantined,
+    )
+
+
+def commit_page(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    source: str,
+    page: Page,
+    tickets: pl.DataFrame,
+    messages: pl.DataFrame,
+    labels: pl.DataFrame,
+    rejects: Sequence[tuple[str, str, str]],
+    now: datetime,
+) -> PageLoad:
+    """Everything a page produced, and its cursor, in one transaction."""
+    with transaction(con):
+        raw_new = land_raw(con, source, page, now)
+        applied = apply_page(
+            con,
+            source=source,
+            stream=page.stream,
+            tickets=tickets,
+            messages=messages,
+            labels=labels,
+            rejects=[*page.rejects, *rejects],
+            now=now,
+        )
+        set_cursor(con, source, page.stream, page.cursor, len(page.records), now)
+    return replace(applied, raw_new=raw_new)
+
+
+def raw_pages(
+    con: duckdb.DuckDBPyConnection, source: str, batch_size: int = 50_000
+) -> Iterator[Page]:
+    """The stored raw records of a source, oldest fetch first, as pages to replay."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name = ?",
+        [f"{source}_records"],
+    ).fetchone()
+    if not exists or not exists[0]:
+        return
+    result = con.execute(
+        f"SELECT stream, record_id, payload, payload_bytes FROM {raw_table(source)} "
+        "ORDER BY fetched_at, stream"
+    )
+    while rows := result.fetchmany(batch_size):
+        by_stream: dict[str, tuple[list[Any], list[str]]] = {}
+        for stream, record_id, payload, blob in rows:
+            records, ids = by_stream.setdefault(stream, ([], []))
+            records.append(bytes(blob) if blob is not None else json.loads(payload))
+            ids.append(record_id)
+        for stream, (records, ids) in by_stream.items():
+            yield Page(stream, records, ids, {})
+
+
+def table_counts(con: duckdb.DuckDBPyConnection) -> Mapping[str, int]:
+    """Row counts of the stable tables: the run summary and idempotency checks."""
+    out: dict[str, int] = {}
+    for table in (
+        "core.tickets",
+        "core.messages",
+        "core.ticket_labels",
+        "core.product_changes",
+        "marts.complaints_daily",
+        "marts.complaints_hourly",
+        "marts.anomalies",
+        "meta.quarantine",
+        "meta.alert_deliveries",
+    ):
+        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        out[table] = int(row[0]) if row else 0
+    return out
