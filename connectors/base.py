@@ -35,6 +35,9 @@ class Page:
     # unparsable JSON line): (record_id, reason, raw text). They go to
     # meta.quarantine with the page, and the run goes on.
     rejects: list[tuple[str, str, str]] = field(default_factory=list)
+    # How many records this pass will yield in all, when the source can tell
+    # (a file export can; most APIs cannot): only for the progress bar's ETA.
+    expected_total: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.records) != len(self.record_ids):
@@ -56,3 +59,7 @@ class Source(Protocol):
 
 class ConnectorError(RuntimeError):
     """A source cannot be read; the message names the source and what to check."""
+
+
+class PermanentError(ConnectorError):
+    """Retrying cannot help (a missing file, rejected credentials): fail the run at once."""

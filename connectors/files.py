@@ -21,7 +21,7 @@ from typing import Literal
 
 import polars as pl
 
-from connectors.base import ConnectorError, Cursor, Page
+from connectors.base import ConnectorError, Cursor, Page, PermanentError
 from transforms.timestamps import parse_utc
 
 Format = Literal["auto", "csv", "jsonl", "parquet"]
@@ -51,7 +51,7 @@ class FileSource:
         elif self.path.is_file():
             found = [self.path]
         else:
-            raise ConnectorError(f"source {self.name!r}: {self.path} does not exist")
+            raise PermanentError(f"source {self.name!r}: {self.path} does not exist")
         return found
 
     def _format_of(self, path: Path) -> str:
@@ -60,7 +60,7 @@ class FileSource:
         try:
             return SUFFIXES[path.suffix.lower()]
         except KeyError:
-            raise ConnectorError(
+            raise PermanentError(
                 f"source {self.name!r}: cannot tell the format of {path.name}; "
                 "set format = 'csv' | 'jsonl' | 'parquet'"
             ) from None
@@ -147,6 +147,7 @@ class FileSource:
                 [str(r["id"]) for r in records],
                 dict(cursor),
                 rejects if offset == 0 else [],
+                expected_total=rows.height,
             )
 
 

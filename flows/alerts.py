@@ -94,14 +94,13 @@ def build_view(
     con: duckdb.DuckDBPyConnection, settings: Settings, row: dict[str, Any], notice: str
 ) -> Any:
     """Everything one email shows, read from the warehouse."""
+    from flows.alert_email import AlertView
     from transforms.anomaly import detect
 
-    from flows.alert_email import AlertView
-
-    series = con.execute(
+    series = con.sql(
         "SELECT bucket AS ts, complaints::DOUBLE AS value FROM marts.complaints_daily "
         "WHERE topic = ? AND channel = ? ORDER BY bucket",
-        [row["topic"], row["channel"]],
+        params=[row["topic"], row["channel"]],
     ).pl()
     scored = detect(series) if not series.is_empty() else series
     end = row["resolved_at"] or row["last_anomalous_at"]
@@ -181,7 +180,6 @@ def deliver_alerts(
     max_age: timedelta | None = None,
 ) -> list[Delivery]:
     from connectors.outbox import write_eml
-
     from flows.alert_email import compose
 
     anomalies = con.sql("SELECT * FROM marts.anomalies").pl()
@@ -262,7 +260,9 @@ def _send_smtp(
     out: list[Delivery] = []
     refused = getattr(result, "refused", {}) or {}
     for rcpt in recipients:
-        if result.status == "sent" and rcpt not in refused:
+        if rcpt in (getattr(result, "deferred", ()) or ()):
+            status = "failed"  # still 4xx when retries ran out: worth trying next run
+        elif result.status == "sent" and rcpt not in refused:
             status = "sent"
         elif getattr(result, "permanent", False) or rcpt in refused:
             status = "rejected"

@@ -64,6 +64,11 @@ def main_options(
     State.config = config
 
 
+def _tty() -> bool:
+    """Progress bars only for a person at a terminal: CI logs and served runs stay quiet."""
+    return sys.stderr.isatty() and os.environ.get("CI") is None
+
+
 def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
 
@@ -85,7 +90,7 @@ def run(
     _prefect_env()
     from flows.flows import run_flow
 
-    result = run_flow(config=str(State.config), now=_utc(now))
+    result = run_flow(config=str(State.config), now=_utc(now), show_progress=_tty())
     _print_summary(result)
 
 
@@ -104,7 +109,9 @@ def ingest(
     _prefect_env()
     from flows.flows import ingest_flow
 
-    _print_json(ingest_flow(config=str(State.config), source=source, now=_utc(now)))
+    _print_json(
+        ingest_flow(config=str(State.config), source=source, now=_utc(now), show_progress=_tty())
+    )
 
 
 @app.command()
@@ -122,7 +129,11 @@ def backfill(
     _prefect_env()
     from flows.flows import ingest_flow
 
-    _print_json(ingest_flow(config=str(State.config), source=source, since=_utc(since)))
+    _print_json(
+        ingest_flow(
+            config=str(State.config), source=source, since=_utc(since), show_progress=_tty()
+        )
+    )
 
 
 @app.command()
@@ -135,6 +146,18 @@ def monitor(
     from flows.flows import monitor_flow
 
     _print_json(monitor_flow(config=str(State.config), now=_utc(now)))
+
+
+@app.command()
+def digest(
+    now: Annotated[datetime | None, typer.Option(help="Pretend it is this time (UTC).")] = None,
+) -> None:
+    """Send the daily digest (every anomaly of the last day, what is still open) now."""
+    _settings()
+    _prefect_env()
+    from flows.flows import digest_flow
+
+    _print_json(digest_flow(config=str(State.config), now=_utc(now)))
 
 
 @app.command()
@@ -268,7 +291,7 @@ def _preview(con: Any, settings: Settings, alert_id: str, output: Path | None) -
     from flows.alert_email import render_html
     from flows.alerts import build_view
 
-    rows = con.execute("SELECT * FROM marts.anomalies WHERE alert_id = ?", [alert_id]).pl()
+    rows = con.sql("SELECT * FROM marts.anomalies WHERE alert_id = ?", params=[alert_id]).pl()
     if rows.is_empty():
         _fail(f"no anomaly {alert_id!r} (see `backlash alerts`)")
     view = build_view(con, settings, rows.row(0, named=True), "new")
@@ -285,9 +308,8 @@ def backtest(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Replay monitoring over history as if scheduled; print anomalies as they would have fired."""
-    from transforms.monitor import backtest as run_backtest
-
     from flows.pipeline import monitor_inputs, monitor_settings
+    from transforms.monitor import backtest as run_backtest
     from warehouse.read import NoWarehouseError, open_reader
 
     settings = _settings()
@@ -346,6 +368,46 @@ def status() -> None:
         typer.echo(str(open_))
 
 
+sandbox_app = typer.Typer(help="Local stand-ins for helpdesk APIs (demos, tests).")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("zendesk")
+def sandbox_zendesk(
+    csv_path: Annotated[
+        Path, typer.Option("--from-csv", help="A ticket export, e.g. demo/data/tickets.csv.")
+    ],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    rate_per_minute: Annotated[
+        int, typer.Option(help="Export requests a minute before it answers 429.")
+    ] = 10,
+    page_size: Annotated[int, typer.Option(help="Tickets per export page.")] = 1000,
+) -> None:
+    """Serve a file export through Zendesk's incremental-export API on loopback."""
+    import csv
+    import threading
+
+    from connectors.sandbox import serve_zendesk, tickets_from_export_rows
+
+    if not csv_path.is_file():
+        _fail(f"{csv_path} not found")
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    server, url = serve_zendesk(
+        tickets_from_export_rows(rows),
+        host=host,
+        port=port,
+        rate_per_minute=rate_per_minute,
+        page_size=page_size,
+    )
+    typer.echo(f"Zendesk sandbox: {len(rows)} tickets at {url} (Ctrl-C stops)")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.close()
+
+
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Where to build the demo.")] = Path(
@@ -365,7 +427,7 @@ def demo(
     _prefect_env()
     from flows.flows import run_flow
 
-    result = run_flow(config=str(config))
+    result = run_flow(config=str(config), show_progress=_tty())
     _print_summary(result, elapsed=time.perf_counter() - started, config=config)
 
 

@@ -61,7 +61,10 @@ class ZendeskSourceConfig(_SourceBase):
     oauth_token_env: str | None = None
     start_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
     comments: bool = True
+    # Zendesk allows 10 incremental-export requests a minute, and a plan-wide
+    # API rate for the rest (comments): the client stays under both.
     rate_per_minute: Annotated[int, Field(gt=0)] = 10
+    api_rate_per_minute: Annotated[int, Field(gt=0)] = 200
 
     @property
     def url(self) -> str:
@@ -79,6 +82,7 @@ class FreshdeskSourceConfig(_SourceBase):
     api_key_env: str
     start_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
     conversations: bool = True
+    rate_per_minute: Annotated[int, Field(gt=0)] = 100
 
     @property
     def url(self) -> str:
@@ -99,11 +103,19 @@ class ImapSourceConfig(_SourceBase):
     folders: list[str] = Field(default_factory=lambda: ["INBOX"])
     batch_size: Annotated[int, Field(gt=0)] = 200
     max_message_bytes: Annotated[int, Field(gt=0)] = 5_000_000
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+    # A private CA (self-signed server): its PEM file, instead of the system store.
+    ca_file: Path | None = None
+    # The team's own addresses (or "@domain"): their replies are never the customer.
+    support_addresses: list[str] = Field(default_factory=list)
 
 
 class MboxSourceConfig(_SourceBase):
     kind: Literal["mbox"]
     path: Path
+    batch_size: Annotated[int, Field(gt=0)] = 200
+    max_message_bytes: Annotated[int, Field(gt=0)] = 5_000_000
+    support_addresses: list[str] = Field(default_factory=list)
 
 
 SourceConfig = Annotated[
@@ -153,6 +165,8 @@ class AlertsConfig(_Section):
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     outbox: Path = Path("outbox")
     digest_to: list[str] = Field(default_factory=list)
+    # Who hears about failed flow runs: the people who run backlash, not leadership.
+    operators: list[str] = Field(default_factory=list)
     webhook_url_env: str | None = None
     # Anomalies that ended longer ago than this when first seen (a first run
     # over years of history) are stored but not emailed; 0 = email them all.
@@ -166,6 +180,28 @@ class ScheduleConfig(_Section):
     ingest_every_minutes: Annotated[int, Field(gt=0)] = 15
     monitor_cron: str = "5 * * * *"
     digest_cron: str = "0 8 * * *"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @field_validator("monitor_cron", "digest_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(value, datetime(2000, 1, 1, tzinfo=UTC))
+        except CronSimError as exc:
+            raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+        return value
 
 
 class Settings(BaseSettings):

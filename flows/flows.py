@@ -27,9 +27,46 @@ from warehouse.load import table_counts
 from warehouse.snapshot import publish_snapshot
 
 
+def _notify_operators(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect failure hook: tell the operators (never leadership) what broke."""
+    from flows.ops import notify_failure
+
+    try:
+        settings = load_settings(flow_run.parameters.get("config", "backlash.toml"))
+    except Exception:  # a broken config is itself the failure; nobody to tell
+        return
+    notify_failure(
+        settings,
+        flow_name=flow.name,
+        run_name=flow_run.name,
+        message=str(state.message or state.name),
+        now=datetime.now(UTC),
+    )
+
+
+def _anomalies_artifact(con: duckdb.DuckDBPyConnection) -> None:
+    """A table of the anomalies in the run's Artifacts tab (shown in the Prefect UI)."""
+    from prefect.artifacts import create_table_artifact
+
+    rows = con.sql(
+        "SELECT alert_id, topic, started_at::VARCHAR AS started_at, round(observed) AS observed, "
+        "round(expected, 1) AS expected, round(ratio, 2) AS ratio, severity, status, "
+        "coalesce(change_id, '-') AS change_id FROM marts.anomalies ORDER BY started_at DESC"
+    ).pl()
+    create_table_artifact(
+        table=rows.to_dicts(),
+        key="backlash-anomalies",
+        description=f"{rows.height} anomalies in marts.anomalies after this run",
+    )
+
+
 @contextmanager
 def warehouse(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
     con = connect(settings.warehouse.path)
+    if not settings.warehouse.read_path.exists():
+        # Readers must never find the main file locked and no snapshot: publish
+        # the (possibly empty) warehouse before the first load starts.
+        publish_snapshot(con, settings.warehouse.read_path)
     try:
         yield con
         publish_snapshot(con, settings.warehouse.read_path)
@@ -37,16 +74,64 @@ def warehouse(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
         con.close()
 
 
-@task(cache_policy=NONE, retries=2, retry_delay_seconds=[10, 60])
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry network trouble; not a missing file, bad credentials or a bad config."""
+    from connectors.base import PermanentError
+    from flows.config import ConfigError
+
+    try:
+        state.result()
+    except (PermanentError, ConfigError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    retry_condition_fn=_worth_retrying,
+)
 def ingest_source(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
     source: str,
     now: datetime,
     since: datetime | None = None,
+    show_progress: bool = False,
 ) -> pipeline.IngestStats:
     """Retrying is safe: pages already committed moved the cursor past them."""
-    return pipeline.ingest_source(con, settings, source, now=now, since=since)
+    if not show_progress:
+        return pipeline.ingest_source(con, settings, source, now=now, since=since)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("records, {task.fields[rate]}/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        job = bar.add_task(f"ingest {source}", total=None, rate="-")
+
+        def advance(n: int, total: int | None) -> None:
+            bar.update(job, advance=n, total=total)
+            speed = bar.tasks[job].speed
+            bar.update(job, rate=f"{speed:,.0f}" if speed else "-")
+
+        return pipeline.ingest_source(con, settings, source, now=now, since=since, progress=advance)
 
 
 @task(cache_policy=NONE)
@@ -71,20 +156,25 @@ def send_alerts(con: duckdb.DuckDBPyConnection, settings: Settings, now: datetim
     return deliver_alerts(con, settings, now=now, max_age=timedelta(days=days) if days else None)
 
 
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest", log_prints=True, on_failure=[_notify_operators])
 def ingest_flow(
     config: str = "backlash.toml",
     source: str | None = None,
     now: datetime | None = None,
     since: datetime | None = None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
-    """Pull new records from the sources; with ``since``, refetch from then (backfill)."""
+    """Pull new records from the sources; with ``since``, refetch from then (backfill).
+
+    ``show_progress`` draws a progress bar on the terminal; the CLI turns it on
+    only when stderr is a terminal, so CI logs and served runs stay quiet.
+    """
     settings = load_settings(config)
     now = now or datetime.now(UTC)
     logger = get_run_logger()
     names = [source] if source else [s.name for s in settings.sources if s.enabled]
     with warehouse(settings) as con:
-        stats = [ingest_source(con, settings, name, now, since) for name in names]
+        stats = [ingest_source(con, settings, name, now, since, show_progress) for name in names]
         load_changes(con, settings)
         starts = [s.since for s in stats if s.since is not None]
         if starts:
@@ -101,7 +191,7 @@ def ingest_flow(
     return {"sources": [s.as_dict() for s in stats], "tables": counts}
 
 
-@flow(name="monitor", log_prints=True)
+@flow(name="monitor", log_prints=True, on_failure=[_notify_operators])
 def monitor_flow(config: str = "backlash.toml", now: datetime | None = None) -> dict[str, Any]:
     settings = load_settings(config)
     now = now or datetime.now(UTC)
@@ -109,19 +199,22 @@ def monitor_flow(config: str = "backlash.toml", now: datetime | None = None) -> 
         load_changes(con, settings)
         found = detect(con, settings, now)
         deliveries = send_alerts(con, settings, now)
+        _anomalies_artifact(con)
     get_run_logger().info("%d anomalies, %d deliveries", found, len(deliveries))
     return {"anomalies": found, "deliveries": [asdict(d) for d in deliveries]}
 
 
-@flow(name="run", log_prints=True)
-def run_flow(config: str = "backlash.toml", now: datetime | None = None) -> dict[str, Any]:
+@flow(name="run", log_prints=True)  # its subflows notify on failure
+def run_flow(
+    config: str = "backlash.toml", now: datetime | None = None, show_progress: bool = False
+) -> dict[str, Any]:
     now = now or datetime.now(UTC)
-    ingested = ingest_flow(config=config, now=now)
+    ingested = ingest_flow(config=config, now=now, show_progress=show_progress)
     monitored = monitor_flow(config=config, now=now)
     return {"ingest": ingested, "monitor": monitored}
 
 
-@flow(name="replay", log_prints=True)
+@flow(name="replay", log_prints=True, on_failure=[_notify_operators])
 def replay_flow(config: str = "backlash.toml", now: datetime | None = None) -> dict[str, Any]:
     """Rebuild core and marts from raw, without touching the network."""
     settings = load_settings(config)
@@ -134,7 +227,7 @@ def replay_flow(config: str = "backlash.toml", now: datetime | None = None) -> d
     return {"sources": [s.as_dict() for s in stats], "tables": counts}
 
 
-@flow(name="relabel", log_prints=True)
+@flow(name="relabel", log_prints=True, on_failure=[_notify_operators])
 def relabel_flow(config: str = "backlash.toml", now: datetime | None = None) -> dict[str, Any]:
     """Relabel history with the current taxonomy and rules, then recount the marts."""
     settings = load_settings(config)
@@ -143,3 +236,20 @@ def relabel_flow(config: str = "backlash.toml", now: datetime | None = None) -> 
         relabelled = pipeline.relabel(con, settings, now=now)
         refresh_marts(con, None)
     return {"relabelled": relabelled}
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[30, 120])
+def send_digest(con: duckdb.DuckDBPyConnection, settings: Settings, now: datetime) -> str:
+    from flows.ops import send_digest as send
+
+    return str(send(con, settings, now=now))
+
+
+@flow(name="digest", log_prints=True, on_failure=[_notify_operators])
+def digest_flow(config: str = "backlash.toml", now: datetime | None = None) -> dict[str, Any]:
+    """The daily digest: every anomaly of the last day and what is still open."""
+    settings = load_settings(config)
+    now = now or datetime.now(UTC)
+    with warehouse(settings) as con:
+        path = send_digest(con, settings, now)
+    return {"digest": path}

@@ -7,14 +7,15 @@ tests, ``replay`` and benchmarks run the exact same code without a server.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
 import polars as pl
 
+from connectors.base import Page
 from flows.config import Settings
 from flows.sources import normalize_page, open_source
 from warehouse import load
@@ -23,7 +24,10 @@ from warehouse.marts import refresh_marts
 
 log = logging.getLogger("backlash")
 
-Progress = Callable[[int], None]
+# Called after each page with (records in the page, expected total or None).
+KNOWN_THREAD_DAYS = timedelta(days=60)
+
+Progress = Callable[[int, int | None], None]
 
 
 @dataclass
@@ -63,6 +67,21 @@ def label(tickets: pl.DataFrame, topics: Sequence[Any]) -> pl.DataFrame:
     return label_tickets(tickets, topics)
 
 
+def _known_threads(con: duckdb.DuckDBPyConnection, cfg: Any, now: datetime) -> pl.DataFrame | None:
+    """Stored messages a new reply may belong to (email sources only).
+
+    A reply whose References were cut by a mail client still joins its ticket
+    through the subject and sender of what is already stored.
+    """
+    if cfg.kind not in ("imap", "mbox"):
+        return None
+    return con.sql(
+        "SELECT message_id, ticket_key, subject, author_key, created_at FROM core.messages "
+        "WHERE source = ? AND created_at >= ?",
+        params=[cfg.name, now - KNOWN_THREAD_DAYS],
+    ).pl()
+
+
 def ingest_source(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
@@ -77,10 +96,7 @@ def ingest_source(
     With ``since`` (a backfill), the source is read again from that time on;
     upserts make the overlap harmless and the cursor ends at the head again.
     """
-    from flows.validation import validate_tickets
-
     cfg = settings.source(source_name)
-    stats = IngestStats(source=cfg.name)
     topics = topics_of(settings)
     connector = open_source(cfg)
     if since is None:
@@ -89,8 +105,28 @@ def ingest_source(
         state = connector.backfill_state(since)
     else:
         raise ValueError(f"source {cfg.name!r} ({cfg.kind}) cannot be backfilled by time")
-    for page in connector.pages(state):
-        normalized = normalize_page(cfg, page, now)
+    return ingest_pages(con, cfg, connector.pages(state), topics=topics, now=now, progress=progress)
+
+
+def ingest_pages(
+    con: duckdb.DuckDBPyConnection,
+    cfg: Any,
+    pages: Iterable[Page],
+    *,
+    topics: Sequence[Any],
+    now: datetime,
+    progress: Progress | None = None,
+) -> IngestStats:
+    """The per-page loop of ``ingest_source``, for any iterable of pages.
+
+    Separate so that benchmarks and replays can feed pages from elsewhere (files
+    on disk) through exactly the code a scheduled run uses.
+    """
+    from flows.validation import validate_tickets
+
+    stats = IngestStats(source=cfg.name)
+    for page in pages:
+        normalized = normalize_page(cfg, page, now, _known_threads(con, cfg, now))
         tickets = load.latest_per_key(normalized.tickets, "ticket_key", "updated_at")
         checked = validate_tickets(tickets, now=now)
         labels = label(checked.valid, topics)
@@ -115,7 +151,7 @@ def ingest_source(
             if isinstance(first, datetime) and (stats.since is None or first < stats.since):
                 stats.since = first
         if progress:
-            progress(len(page.records))
+            progress(len(page.records), page.expected_total)
         log.info(
             "source %s: page %d (%s): %d records, %d new raw, %d tickets, %d quarantined",
             cfg.name,
@@ -144,7 +180,7 @@ def replay_source(
     stats = IngestStats(source=cfg.name)
     topics = topics_of(settings)
     for page in load.raw_pages(con, cfg.name):
-        normalized = normalize_page(cfg, page, now)
+        normalized = normalize_page(cfg, page, now, _known_threads(con, cfg, now))
         tickets = load.latest_per_key(normalized.tickets, "ticket_key", "updated_at")
         checked = validate_tickets(tickets, now=now)
         with transaction(con):
@@ -178,7 +214,6 @@ def relabel(con: duckdb.DuckDBPyConnection, settings: Settings, *, now: datetime
 def load_changes(con: duckdb.DuckDBPyConnection, settings: Settings) -> int:
     """Mirror the change calendar into core.product_changes (none configured: empty)."""
     from connectors.calendar import read_changes
-
     from transforms.schema import PRODUCT_CHANGES, conform
 
     if settings.changes is None:
@@ -220,7 +255,11 @@ def monitor_settings(settings: Settings) -> Any:
 
     d = settings.detection
     return MonitorSettings(
-        alpha=d.alpha, min_excess=d.min_excess, min_ratio=d.min_ratio, window_days=d.window_days
+        alpha=d.alpha,
+        min_excess=d.min_excess,
+        min_ratio=d.min_ratio,
+        window_days=d.window_days,
+        per_channel=d.per_channel,
     )
 
 
@@ -229,7 +268,6 @@ def detect_anomalies(
 ) -> pl.DataFrame:
     """Score every series up to ``now`` and store the episodes in marts.anomalies."""
     from transforms.monitor import monitor
-
     from transforms.schema import ANOMALIES, conform
 
     inputs = monitor_inputs(con)

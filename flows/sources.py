@@ -6,6 +6,7 @@ modules are imported only when a source of their kind is configured.
 
 from __future__ import annotations
 
+import ssl
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +41,7 @@ def open_source(cfg: Any) -> Source:
                 start_time=cfg.start_time,
                 comments=cfg.comments,
                 rate_per_minute=cfg.rate_per_minute,
+                api_rate_per_minute=cfg.api_rate_per_minute,
             )
         case FreshdeskSourceConfig():
             from connectors.freshdesk import FreshdeskSource
@@ -49,6 +51,8 @@ def open_source(cfg: Any) -> Source:
                 base_url=cfg.url,
                 api_key=secret(cfg.api_key_env, what=f"source {cfg.name!r}"),
                 start_time=cfg.start_time,
+                conversations=cfg.conversations,
+                rate_per_minute=cfg.rate_per_minute,
             )
         case ImapSourceConfig():
             from connectors.imap import ImapSource
@@ -65,21 +69,27 @@ def open_source(cfg: Any) -> Source:
                 folders=cfg.folders,
                 batch_size=cfg.batch_size,
                 max_message_bytes=cfg.max_message_bytes,
+                timeout=cfg.timeout,
+                ssl_context=ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else None,
             )
         case MboxSourceConfig():
             from connectors.mailbox import MailboxSource
 
-            return MailboxSource(cfg.name, path=cfg.path)
+            return MailboxSource(
+                cfg.name,
+                path=cfg.path,
+                batch_size=cfg.batch_size,
+                max_message_bytes=cfg.max_message_bytes,
+            )
     raise ValueError(f"unknown source kind {getattr(cfg, 'kind', cfg)!r}")
 
 
-def normalize_page(cfg: Any, page: Page, now: datetime) -> Normalized:
+def normalize_page(cfg: Any, page: Page, now: datetime, known_threads: Any = None) -> Normalized:
+    """``known_threads`` (email sources): stored messages a reply may belong to."""
     if not page.records:
-        import polars as pl
+        from transforms.schema import TICKETS, empty
 
-        from transforms.schema import TICKETS, conform
-
-        return Normalized(tickets=conform(pl.DataFrame(), TICKETS))
+        return Normalized(tickets=empty(TICKETS))
     match cfg:
         case FileSourceConfig():
             from transforms.normalize_file import normalize_file
@@ -110,6 +120,8 @@ def normalize_page(cfg: Any, page: Page, now: datetime) -> Normalized:
                 page.records,
                 page.record_ids,
                 source=cfg.name,
-                ingested_at=now,  # type: ignore[arg-type]
+                ingested_at=now,
+                known_threads=known_threads,
+                support_addresses=tuple(cfg.support_addresses),
             )
     raise ValueError(f"unknown source kind {getattr(cfg, 'kind', cfg)!r}")

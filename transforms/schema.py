@@ -98,6 +98,8 @@ def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame
 
     Extra columns are dropped on purpose: they stay in the raw payload.
     """
+    if frame.height == 0:  # all-literal selects would broadcast to one null row
+        return empty(schema)
     exprs = [
         (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
         for name, dtype in schema.items()

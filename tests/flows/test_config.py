@@ -35,6 +35,11 @@ def test_minimal_config_needs_only_a_warehouse(tmp_path: Path) -> None:
         ('[warehouse]\npath = "w"\n[[sources]]\nname = "a"\nkind = "zendsk"\n', "sources.0"),
         ('[warehouse]\npath = "w"\n[detection]\nalpha = 3\n', "detection.alpha"),
         ('[warehouse]\npath = "w"\n[alerts]\nsmtp_prot = 25\n', "alerts.smtp_prot"),
+        ('[warehouse]\npath = "w"\n[schedule]\ntimezone = "Mars/Olympus"\n', "schedule.timezone"),
+        (
+            '[warehouse]\npath = "w"\n[schedule]\ndigest_cron = "0 25 * * *"\n',
+            "schedule.digest_cron",
+        ),
         (
             '[warehouse]\npath = "w"\n[[sources]]\nname = "Bad Name"\nkind = "file"\npath = "x"\n',
             "sources.0.file.name",

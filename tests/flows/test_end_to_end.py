@@ -37,8 +37,14 @@ def counts(path: Path) -> dict[str, int]:
     con = duckdb.connect(str(path), read_only=True)
     try:
         out = {}
-        for table in ("core.tickets", "core.ticket_labels", "marts.complaints_daily",
-                      "marts.anomalies", "meta.alert_deliveries", "meta.quarantine"):
+        for table in (
+            "core.tickets",
+            "core.ticket_labels",
+            "marts.complaints_daily",
+            "marts.anomalies",
+            "meta.alert_deliveries",
+            "meta.quarantine",
+        ):
             row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
             out[table] = row[0] if row else 0
         return out
@@ -96,9 +102,21 @@ def test_second_run_changes_nothing(demo_run: dict[str, Any]) -> None:
 
 def test_planted_backlashes_are_attributed_to_their_changes(demo_run: dict[str, Any]) -> None:
     found = anomalies(demo_run)
-    for field in ("alert_id", "series", "topic", "started_at", "detected_at", "observed",
-                  "expected", "ratio", "p_value", "severity", "change_id", "change_title",
-                  "example_ticket_keys"):
+    for field in (
+        "alert_id",
+        "series",
+        "topic",
+        "started_at",
+        "detected_at",
+        "observed",
+        "expected",
+        "ratio",
+        "p_value",
+        "severity",
+        "change_id",
+        "change_title",
+        "example_ticket_keys",
+    ):
         assert all(field in a for a in found), field
     by_change = {a["change_id"]: a for a in found if a["change_id"]}
     for topic, change in EXPECTED_CAUSES.items():
@@ -134,8 +152,10 @@ def test_alert_emails_name_the_cause_and_mask_personal_data(demo_run: dict[str, 
 def test_sql_is_read_only_and_answers(demo_run: dict[str, Any]) -> None:
     runner = CliRunner()
     config = str(demo_run["config"])
-    ok = runner.invoke(app, ["--config", config, "sql", "--format", "json",
-                             "SELECT count(*) AS n FROM core.tickets"])
+    ok = runner.invoke(
+        app,
+        ["--config", config, "sql", "--format", "json", "SELECT count(*) AS n FROM core.tickets"],
+    )
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output)[0]["n"] == demo_run["after_first"]["core.tickets"]
     refused = runner.invoke(app, ["--config", config, "sql", "DELETE FROM core.tickets"])

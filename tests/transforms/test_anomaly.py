@@ -1,0 +1,173 @@
+"""The detector on planted spikes in synthetic negative-binomial series."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from transforms.anomaly import benjamini_hochberg, detect, infer_grain
+
+START = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
+
+
+def nb_series(
+    days: int = 730, base: float = 50.0, *, seed: int = 0, phi: float = 0.02
+) -> tuple[list[datetime], np.ndarray]:
+    """Daily counts with a weekly pattern (quiet weekends) and NB noise."""
+    rng = np.random.default_rng(seed)
+    ts = [START + timedelta(days=i) for i in range(days)]
+    weekly = np.array([1.15 if t.weekday() < 5 else 0.6 for t in ts])
+    mu = base * weekly
+    r = 1 / phi
+    return ts, rng.negative_binomial(r, r / (r + mu)).astype(float)
+
+
+def frame(ts: list[datetime], values: np.ndarray, name: str | None = None) -> pl.DataFrame:
+    data: dict[str, object] = {"ts": ts, "value": values}
+    if name is not None:
+        data = {"series": [name] * len(ts), **data}
+    return pl.DataFrame(data)
+
+
+def anomalous_days(scored: pl.DataFrame) -> list[int]:
+    return scored.with_row_index("i").filter(pl.col("is_anomaly"))["i"].to_list()
+
+
+def test_output_columns_and_ranges() -> None:
+    ts, x = nb_series(200)
+    out = detect(frame(ts, x))
+    for col in ("ts", "value", "expected", "lower", "upper", "score", "is_anomaly", "p_value"):
+        assert col in out.columns
+    assert out.height == 200
+    assert out["ts"].to_list() == ts
+    scored = out.drop_nulls("p_value")
+    assert scored.height > 100
+    assert scored["score"].is_between(0, 1).all()
+    assert scored["p_value"].is_between(0, 1).all()
+    assert (scored["lower"] <= scored["expected"]).all()
+    assert (scored["expected"] <= scored["upper"]).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_quiet_series_raises_nothing_over_two_years(seed: int) -> None:
+    ts, x = nb_series(730, seed=seed)
+    assert anomalous_days(detect(frame(ts, x))) == []
+
+
+@pytest.mark.parametrize("day", [200, 450, 701])
+def test_sudden_spike_found_at_its_onset(day: int) -> None:
+    ts, x = nb_series(730, seed=3)
+    x[day] += 120
+    x[day + 1] += 60
+    found = anomalous_days(detect(frame(ts, x)))
+    assert found
+    assert found[0] == day
+    assert set(found) <= {day, day + 1}
+
+
+def test_slow_burn_over_two_weeks_is_found() -> None:
+    ts, x = nb_series(730, seed=4)
+    rng = np.random.default_rng(9)
+    ramp = np.linspace(0, 1.2, 14)  # up to +120% over two weeks, then stays
+    start = 500
+    for i in range(start, 730):
+        extra = 50 * (ramp[i - start] if i - start < 14 else 1.2)
+        x[i] += rng.poisson(extra)
+    found = anomalous_days(detect(frame(ts, x)))
+    assert found, "the slow burn was missed"
+    assert start <= found[0] <= start + 14
+    assert all(d >= start for d in found)
+
+
+def test_small_shop_spike_found_and_blip_not() -> None:
+    ts, x = nb_series(400, base=5, seed=1)
+    x[300] += 25
+    x[350] += 3
+    found = anomalous_days(detect(frame(ts, x)))
+    assert 300 in found
+    assert 350 not in found
+
+
+def test_same_spike_in_many_large_series() -> None:
+    names = [f"s{i}" for i in range(20)]
+    parts = []
+    for i, name in enumerate(names):
+        ts, x = nb_series(400, base=50_000, seed=100 + i)
+        if i % 2 == 0:
+            x[350] *= 2.5
+        parts.append(frame(ts, x, name))
+    out = detect(pl.concat(parts))
+    hits = out.filter(pl.col("is_anomaly")).group_by("series").agg(pl.col("ts"))
+    flagged = {r["series"]: r["ts"] for r in hits.iter_rows(named=True)}
+    assert set(flagged) == {n for i, n in enumerate(names) if i % 2 == 0}
+    assert all(v == [START + timedelta(days=350)] for v in flagged.values())
+
+
+def test_past_spike_does_not_mask_a_later_one() -> None:
+    ts, x = nb_series(500, seed=2)
+    x[300:305] += 200  # a five-day backlash
+    x[320] += 100  # a later, smaller one, two weeks on
+    out = detect(frame(ts, x))
+    found = anomalous_days(out)
+    assert 300 in found
+    assert 320 in found
+    # The baseline right after the first spike is not inflated by it.
+    assert out["expected"][310] < 1.3 * out["expected"][295]
+
+
+def test_bh_keeps_200_null_series_quiet() -> None:
+    parts = [frame(*nb_series(300, seed=1000 + i), f"s{i}") for i in range(200)]
+    out = detect(pl.concat(parts))
+    assert out["is_anomaly"].sum() <= 2
+
+
+def test_young_series_never_alerts_and_never_crashes() -> None:
+    for days in (0, 1, 2, 5, 27):
+        ts, x = nb_series(days, seed=5)
+        if days:
+            x[-1] += 500
+        out = detect(frame(ts, x) if days else pl.DataFrame({"ts": [], "value": []}))
+        assert out.height == days
+        assert not out["is_anomaly"].any()
+
+
+def test_hourly_grain_is_inferred_and_scored() -> None:
+    rng = np.random.default_rng(0)
+    hours = 24 * 7 * 6
+    ts = [START + timedelta(hours=h) for h in range(hours)]
+    mu = np.array([2.0 + 8.0 * (9 <= t.hour < 18) for t in ts])
+    x = rng.poisson(mu).astype(float)
+    x[-20] += 60
+    assert infer_grain(pl.Series(ts)).name == "hour"
+    found = anomalous_days(detect(frame(ts, x)))
+    assert found == [hours - 20]
+
+
+def test_benjamini_hochberg_matches_the_textbook() -> None:
+    p = np.array([[0.01], [0.04], [0.03], [0.005]])
+    q = benjamini_hochberg(p)[:, 0]
+    assert np.allclose(q, [0.02, 0.04, 0.04, 0.02])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    cut=st.integers(1, 120),
+    spike=st.integers(0, 300),
+)
+def test_prefix_scores_exactly_as_the_whole(seed: int, cut: int, spike: int) -> None:
+    names = ["a", "b", "c"]
+    parts = []
+    for i, name in enumerate(names):
+        ts, x = nb_series(120, base=20 + 10 * i, seed=seed + i)
+        x[min(cut, 119) - 1] += spike
+        parts.append(frame(ts, x, name))
+    whole = detect(pl.concat(parts))
+    prefix = detect(pl.concat(parts).filter(pl.col("ts") < START + timedelta(days=cut)))
+    same = whole.filter(pl.col("ts") < START + timedelta(days=cut))
+    assert prefix.equals(same)

@@ -1,0 +1,78 @@
+"""Episodes: one spike is one anomaly, with a stable id and a status as of now."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from transforms.anomaly import detect
+from transforms.episodes import Severity, alert_id, episodes
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def scored_series(spikes: dict[int, float], days: int = 300, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    ts = [START + DAY * i for i in range(days)]
+    mu = np.array([40.0 if t.weekday() < 5 else 25.0 for t in ts])
+    x = rng.poisson(mu).astype(float)
+    for day, extra in spikes.items():
+        x[day] += extra
+    return detect(pl.DataFrame({"series": "s", "ts": ts, "value": x}))
+
+
+def test_consecutive_buckets_make_one_episode_with_its_timeline() -> None:
+    scored = scored_series({200: 80, 201: 120, 202: 60})
+    now = START + DAY * 300
+    found = episodes(scored, now=now, step=DAY)
+    assert found.height == 1
+    ep = found.row(0, named=True)
+    assert ep["started_at"] == START + DAY * 200
+    assert ep["detected_at"] == START + DAY * 201  # daily bucket known at its end
+    assert ep["peak_at"] == START + DAY * 201
+    assert ep["last_anomalous_at"] == START + DAY * 202
+    assert ep["resolved_at"] == START + DAY * 203
+    assert ep["status"] == "resolved"
+    assert 230 < ep["excess"] < 290
+    assert ep["lower"] < ep["excess"] < ep["upper"]
+    assert ep["ratio"] > 2
+    assert ep["p_value"] < 1e-6
+    assert ep["alert_id"] == alert_id("s", START + DAY * 200)
+
+
+def test_short_gap_is_bridged_and_long_gap_splits() -> None:
+    scored = scored_series({200: 120, 202: 120, 230: 120})
+    found = episodes(scored, now=START + DAY * 300, step=DAY, max_gap=1)
+    assert found["started_at"].to_list() == [START + DAY * 200, START + DAY * 230]
+    split = episodes(scored, now=START + DAY * 300, step=DAY, max_gap=0)
+    assert split.height == 3
+
+
+def test_status_as_of_now_and_stable_ids() -> None:
+    scored = scored_series({200: 40, 201: 200, 202: 220})
+    # Only the first bucket is complete: new, and at its initial severity.
+    first = episodes(scored, now=START + DAY * 201, step=DAY)
+    assert first["status"].to_list() == ["new"]
+    later = episodes(scored, now=START + DAY * 203, step=DAY)
+    row = later.row(0, named=True)
+    assert row["alert_id"] == first["alert_id"][0]
+    assert row["severity"] > row["initial_severity"]
+    assert row["status"] == "escalated"
+    assert row["resolved_at"] is None
+    done = episodes(scored, now=START + DAY * 210, step=DAY)
+    assert done["status"].to_list() == ["resolved"]
+
+
+def test_severity_thresholds_are_parameters() -> None:
+    scored = scored_series({200: 120})
+    strict = Severity(warning=(10.0, 1e6), major=(20.0, 1e6), critical=(30.0, 1e6))
+    assert episodes(scored, now=START + DAY * 300, step=DAY, severity=strict)["severity"][0] == 1
+    loose = Severity(warning=(1.0, 0.0), major=(1.0, 0.0), critical=(1.0, 0.0))
+    assert episodes(scored, now=START + DAY * 300, step=DAY, severity=loose)["severity"][0] == 4
+
+
+def test_quiet_series_has_no_episodes() -> None:
+    assert episodes(scored_series({}), now=START + DAY * 300, step=DAY).is_empty()

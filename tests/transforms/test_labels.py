@@ -1,0 +1,187 @@
+"""The labeller's rules, one small frame per rule, plus its contract."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import polars as pl
+import pytest
+
+from transforms.labels import LABELLER_RULES_VERSION, label_tickets, labeller_version
+from transforms.schema import TICKET_LABELS
+from transforms.taxonomy import DEFAULT_TOPICS, Topic
+
+
+def _frame(*bodies: str | None, subjects: list[str | None] | None = None) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "ticket_key": [f"t:{i}" for i in range(len(bodies))],
+            "subject": subjects or [None] * len(bodies),
+            "body": list(bodies),
+        },
+        schema={"ticket_key": pl.String, "subject": pl.String, "body": pl.String},
+    )
+
+
+def _one(body: str, subject: str | None = None) -> dict:
+    return label_tickets(_frame(body, subjects=[subject])).row(0, named=True)
+
+
+def test_output_conforms_to_ticket_labels_contract() -> None:
+    out = label_tickets(_frame("The price went up again, ridiculous.", "How do I add a profile?"))
+    assert out.schema == pl.Schema(TICKET_LABELS)
+    assert out["ticket_key"].to_list() == ["t:0", "t:1"]
+    assert out["complaint_score"].is_between(0.0, 1.0).all()
+    for topics, scores in zip(out["topics"], out["topic_scores"], strict=True):
+        assert len(topics) == len(scores)
+    assert out["labeller_version"].unique().to_list() == [labeller_version(DEFAULT_TOPICS)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "This is unacceptable, the app has not been working for three days.",
+        "I'm not happy with the new price.",
+        "Still waiting for a reply about my refund.",
+        "I want a refund. Fix this.",
+        "great, another price hike",
+        "Es inaceptable, no funciona nada.",
+        "Je suis vraiment déçue, c'est scandaleux.",
+        "Das ist eine Frechheit, die App funktioniert nicht.",
+    ],
+)
+def test_complaints_are_flagged_with_evidence(text: str) -> None:
+    row = _one(text)
+    assert row["is_complaint"], row
+    assert row["complaint_score"] >= 0.5
+    assert row["evidence"], "a complaint must say why"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "How do I add a profile?",
+        "Love the new app, the kids profile is great.",
+        "Please update my address to 12 Oak Street.",
+        "Not a problem, thanks for the quick reply.",
+        "No complaints at all, just wanted to say thanks.",
+        "Can you tell me when the new season is released?",
+    ],
+)
+def test_questions_praise_and_requests_are_not_complaints(text: str) -> None:
+    row = _one(text)
+    assert not row["is_complaint"], row
+    assert row["complaint_score"] < 0.5
+
+
+def test_negation_flips_praise_but_not_negated_negatives() -> None:
+    out = label_tickets(_frame("I am happy with the service.", "I am not happy with the service."))
+    assert out["is_complaint"].to_list() == [False, True]
+    out = label_tickets(_frame("That was terrible.", "That was not terrible at all."))
+    assert out["is_complaint"].to_list() == [True, False]
+
+
+def test_intensifier_raises_the_score() -> None:
+    out = label_tickets(_frame("This is unacceptable.", "This is absolutely unacceptable."))
+    plain, intense = out["complaint_score"].to_list()
+    assert intense > plain >= 0.5
+    assert "absolutely unacceptable" in out["evidence"][1].to_list()
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("I want to cancel my account.", True),
+        ("I'm cancelling today.", True),
+        ("Switching to Hulu, I'm done.", True),
+        ("Please close my account.", True),
+        ("We will not be renewing.", True),
+        ("Quiero darme de baja.", True),
+        ("Je vais résilier mon abonnement.", True),
+        ("Ich kündige zum Monatsende.", True),
+        ("I don't want to cancel, I just want the buffering fixed.", False),
+        ("I'm not going to cancel yet.", False),
+        ("My DVD order was cancelled by mistake.", False),
+        ("How do I add a profile for my daughter?", False),
+    ],
+)
+def test_cancel_intent_and_its_negation(text: str, intent: bool) -> None:
+    assert _one(text)["cancel_intent"] is intent
+
+
+def test_cancel_intent_survives_an_earlier_negated_mention() -> None:
+    row = _one("I didn't want to cancel, but if this isn't fixed by Friday I will cancel.")
+    assert row["cancel_intent"]
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Hello, my bill went up again and I would like to know why.", "en"),
+        ("Hola, me han cobrado dos veces este mes y nadie me responde.", "es"),
+        ("Bonjour, je n'arrive pas à me connecter depuis hier soir.", "fr"),
+        ("Hallo, ich kann mich seit gestern nicht mehr anmelden.", "de"),
+    ],
+)
+def test_language(text: str, language: str) -> None:
+    assert _one(text)["language"] == language
+
+
+def test_topics_are_found_in_subject_and_body_and_scored() -> None:
+    row = _one("The DVD envelope never arrived and I was charged again.", subject="Billing")
+    assert set(row["topics"]) == {"dvd", "pricing"}
+    scores = dict(zip(row["topics"], row["topic_scores"], strict=True))
+    assert all(0.0 < s <= 1.0 for s in scores.values())
+    assert scores["pricing"] > 0.5  # two cues ("billing", "charged") beat one
+
+
+def test_null_subject_and_body_and_missing_columns() -> None:
+    out = label_tickets(_frame(None, "", subjects=[None, None]))
+    assert out["is_complaint"].to_list() == [False, False]
+    assert out["cancel_intent"].to_list() == [False, False]
+    assert out["topics"].to_list() == [[], []]
+    assert out["language"].to_list() == ["und", "und"]
+    only_key = label_tickets(pl.DataFrame({"ticket_key": ["a"]}))
+    assert only_key.height == 1
+    assert not only_key["is_complaint"][0]
+
+
+def test_empty_frame() -> None:
+    out = label_tickets(_frame())
+    assert out.height == 0
+    assert out.schema == pl.Schema(TICKET_LABELS)
+
+
+def test_custom_taxonomy_and_version() -> None:
+    wifi = Topic(name="wifi", description="Router trouble", phrases=("router", "wi-fi", "modem*"))
+    out = label_tickets(_frame("My modems and the Wi-Fi router keep dropping."), topics=(wifi,))
+    assert out["topics"].to_list() == [["wifi"]]
+    assert out["labeller_version"][0] == labeller_version((wifi,))
+
+    base = labeller_version(DEFAULT_TOPICS)
+    assert base.startswith(LABELLER_RULES_VERSION)
+    assert labeller_version(DEFAULT_TOPICS) == base  # deterministic
+    changed = (
+        dataclasses.replace(DEFAULT_TOPICS[0], phrases=(*DEFAULT_TOPICS[0].phrases, "surcharge")),
+        *DEFAULT_TOPICS[1:],
+    )
+    assert labeller_version(changed) != base
+    assert labeller_version(DEFAULT_TOPICS[:-1]) != base
+
+
+def test_customer_text_cannot_break_the_regexes() -> None:
+    nasty = "(.*) [a-z]+ \\b $1 ' OR 1=1; -- ¿¡ 😡😡 ***"
+    out = label_tickets(_frame(nasty, "charged twice!!! (again)"))
+    assert out.height == 2
+    assert out["is_complaint"][1]
+
+
+def test_default_taxonomy_names() -> None:
+    assert [t.name for t in DEFAULT_TOPICS] == [
+        "pricing",
+        "dvd",
+        "profiles",
+        "playback",
+        "account",
+        "content",
+    ]
