@@ -342,7 +342,9 @@ def backtest(
 
 @app.command()
 def status() -> None:
-    """Per source: cursor, last load, records, quarantined; and open anomalies."""
+    """Per source: cursor, last load, lag, records, quarantined; last runs; open anomalies."""
+    import polars as pl
+
     from warehouse.read import NoWarehouseError, open_reader
 
     settings = _settings()
@@ -352,20 +354,52 @@ def status() -> None:
         _fail(str(exc))
     try:
         sources = con.sql(
-            "SELECT s.source, s.stream, s.updated_at AS last_load, s.records_total, s.cursor, "
-            "(SELECT count(*) FROM meta.quarantine q WHERE q.source = s.source) AS quarantined "
+            "SELECT s.source, s.stream, s.updated_at AS last_load, "
+            "date_trunc('second', now() - s.updated_at)::VARCHAR AS since_last_load, "
+            "(SELECT date_trunc('second', now() - max(t.created_at))::VARCHAR FROM core.tickets t "
+            " WHERE t.source = s.source) AS newest_ticket_age, "
+            "s.records_total AS records, "
+            "(SELECT count(*) FROM meta.quarantine q WHERE q.source = s.source) AS quarantined, "
+            "s.cursor::VARCHAR AS cursor "
             "FROM meta.sync_state s ORDER BY 1, 2"
         ).pl()
+        runs = con.sql(
+            "SELECT flow, max(finished_at) FILTER (status = 'completed') AS last_success, "
+            "max(started_at) FILTER (status = 'failed') AS last_failure, "
+            "count(*) FILTER (status = 'running') AS running "
+            "FROM meta.runs GROUP BY flow ORDER BY flow"
+        ).pl()
         open_ = con.sql(
-            "SELECT alert_id, topic, started_at, ratio, severity, status, change_id "
-            "FROM marts.anomalies WHERE status <> 'resolved' ORDER BY started_at"
+            "SELECT alert_id, topic, started_at, round(ratio, 1) AS ratio, severity, status, "
+            "change_id FROM marts.anomalies WHERE status <> 'resolved' ORDER BY started_at"
         ).pl()
     finally:
         con.close()
-    typer.echo(str(sources))
-    typer.echo(f"open anomalies: {open_.height}")
-    if not open_.is_empty():
-        typer.echo(str(open_))
+    with pl.Config(tbl_rows=100, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=160):
+        typer.echo("sources (lag: since the last load, and age of the newest ticket)")
+        typer.echo(str(sources) if not sources.is_empty() else "  nothing loaded yet")
+        typer.echo("runs")
+        typer.echo(str(runs) if not runs.is_empty() else "  no runs recorded yet")
+        typer.echo(f"open anomalies: {open_.height}")
+        if not open_.is_empty():
+            typer.echo(str(open_))
+
+
+@app.command()
+def topics() -> None:
+    """Print the topic taxonomy in use as TOML, to paste under [labels] and edit."""
+    import json as _json
+
+    from flows.pipeline import topics_of
+
+    settings = _settings()
+    for topic in topics_of(settings):
+        typer.echo("[[labels.topics]]")
+        typer.echo(f"name = {_json.dumps(topic.name)}")
+        typer.echo(f"description = {_json.dumps(topic.description, ensure_ascii=False)}")
+        phrases = ", ".join(_json.dumps(p, ensure_ascii=False) for p in topic.phrases)
+        typer.echo(f"phrases = [{phrases}]")
+        typer.echo("")
 
 
 sandbox_app = typer.Typer(help="Local stand-ins for helpdesk APIs (demos, tests).")

@@ -9,6 +9,7 @@ allows one writing process), so they run one after another.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -61,17 +62,39 @@ def _anomalies_artifact(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @contextmanager
-def warehouse(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+def warehouse(settings: Settings, flow_name: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The flow's one writing connection; records the run in meta.runs and
+    publishes the read snapshot when it ends, failed or not."""
     con = connect(settings.warehouse.path)
+    run_id = _run_id()
+    con.execute(
+        "INSERT OR REPLACE INTO meta.runs VALUES (?, ?, ?, NULL, 'running', NULL)",
+        [run_id, flow_name, datetime.now(UTC)],
+    )
     if not settings.warehouse.read_path.exists():
         # Readers must never find the main file locked and no snapshot: publish
         # the (possibly empty) warehouse before the first load starts.
         publish_snapshot(con, settings.warehouse.read_path)
+    status = "failed"
     try:
         yield con
-        publish_snapshot(con, settings.warehouse.read_path)
+        status = "completed"
     finally:
-        con.close()
+        try:
+            con.execute(
+                "UPDATE meta.runs SET finished_at = ?, status = ? WHERE run_id = ?",
+                [datetime.now(UTC), status, run_id],
+            )
+            publish_snapshot(con, settings.warehouse.read_path)
+        finally:
+            con.close()
+
+
+def _run_id() -> str:
+    """The Prefect flow run's id, so meta.runs and the UI name the same run."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or uuid.uuid4())
 
 
 def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
@@ -173,7 +196,7 @@ def ingest_flow(
     now = now or datetime.now(UTC)
     logger = get_run_logger()
     names = [source] if source else [s.name for s in settings.sources if s.enabled]
-    with warehouse(settings) as con:
+    with warehouse(settings, "ingest") as con:
         stats = [ingest_source(con, settings, name, now, since, show_progress) for name in names]
         load_changes(con, settings)
         starts = [s.since for s in stats if s.since is not None]
@@ -195,7 +218,7 @@ def ingest_flow(
 def monitor_flow(config: str = "backlash.toml", now: datetime | None = None) -> dict[str, Any]:
     settings = load_settings(config)
     now = now or datetime.now(UTC)
-    with warehouse(settings) as con:
+    with warehouse(settings, "monitor") as con:
         load_changes(con, settings)
         found = detect(con, settings, now)
         deliveries = send_alerts(con, settings, now)
@@ -219,7 +242,7 @@ def replay_flow(config: str = "backlash.toml", now: datetime | None = None) -> d
     """Rebuild core and marts from raw, without touching the network."""
     settings = load_settings(config)
     now = now or datetime.now(UTC)
-    with warehouse(settings) as con:
+    with warehouse(settings, "replay") as con:
         stats = [pipeline.replay_source(con, settings, s.name, now=now) for s in settings.sources]
         load_changes(con, settings)
         refresh_marts(con, None)
@@ -232,7 +255,7 @@ def relabel_flow(config: str = "backlash.toml", now: datetime | None = None) -> 
     """Relabel history with the current taxonomy and rules, then recount the marts."""
     settings = load_settings(config)
     now = now or datetime.now(UTC)
-    with warehouse(settings) as con:
+    with warehouse(settings, "relabel") as con:
         relabelled = pipeline.relabel(con, settings, now=now)
         refresh_marts(con, None)
     return {"relabelled": relabelled}
@@ -250,6 +273,6 @@ def digest_flow(config: str = "backlash.toml", now: datetime | None = None) -> d
     """The daily digest: every anomaly of the last day and what is still open."""
     settings = load_settings(config)
     now = now or datetime.now(UTC)
-    with warehouse(settings) as con:
+    with warehouse(settings, "digest") as con:
         path = send_digest(con, settings, now)
     return {"digest": path}

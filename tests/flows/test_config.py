@@ -78,3 +78,17 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("BACKLASH_DETECTION__MIN_RATIO", "2.5")
     settings = load_settings(write(tmp_path, '[warehouse]\npath = "w"\n'))
     assert settings.detection.min_ratio == 2.5
+
+
+def test_printed_taxonomy_loads_back_as_the_same_topics(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.pipeline import topics_of
+    from transforms.taxonomy import DEFAULT_TOPICS
+
+    minimal = write(tmp_path, '[warehouse]\npath = "w.duckdb"\n')
+    printed = CliRunner().invoke(app, ["--config", str(minimal), "topics"])
+    assert printed.exit_code == 0, printed.output
+    again = write(tmp_path, '[warehouse]\npath = "w.duckdb"\n[labels]\n' + printed.output)
+    assert tuple(topics_of(load_settings(again))) == tuple(DEFAULT_TOPICS)

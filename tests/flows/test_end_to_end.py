@@ -161,3 +161,48 @@ def test_sql_is_read_only_and_answers(demo_run: dict[str, Any]) -> None:
     refused = runner.invoke(app, ["--config", config, "sql", "DELETE FROM core.tickets"])
     assert refused.exit_code == 2
     assert "read-only" in refused.output
+
+
+def test_analyst_views_and_status_tell_the_same_story(demo_run: dict[str, Any]) -> None:
+    runner = CliRunner()
+    config = str(demo_run["config"])
+    views = runner.invoke(
+        app,
+        [
+            "--config",
+            config,
+            "sql",
+            "--format",
+            "json",
+            "SELECT (SELECT count(*) FROM marts.tickets_labelled) AS labelled, "
+            "(SELECT count(*) FROM marts.open_anomalies) AS open_, "
+            "(SELECT max(share_of_all_tickets) FROM marts.daily_complaints_by_topic) AS share",
+        ],
+    )
+    assert views.exit_code == 0, views.output
+    row = json.loads(views.output)[0]
+    assert row["labelled"] == demo_run["after_first"]["core.tickets"]
+    open_count = sum(a["status"] != "resolved" for a in anomalies(demo_run))
+    assert row["open_"] == open_count
+    assert 0 < row["share"] <= 1
+
+    status = runner.invoke(app, ["--config", config, "status"])
+    assert status.exit_code == 0, status.output
+    assert "support" in status.output
+    # two runs of ingest and monitor, all completed
+    runs = runner.invoke(
+        app,
+        [
+            "--config",
+            config,
+            "sql",
+            "--format",
+            "json",
+            "SELECT flow, count(*) FILTER (status = 'completed') AS ok, count(*) AS n "
+            "FROM meta.runs GROUP BY flow ORDER BY flow",
+        ],
+    )
+    assert json.loads(runs.output) == [
+        {"flow": "ingest", "ok": 2, "n": 2},
+        {"flow": "monitor", "ok": 2, "n": 2},
+    ]
