@@ -18,6 +18,7 @@ demo: setup
 	PREFECT_HOME=$(CURDIR)/.prefect $(BIN)/backlash demo --dir demo
 	@echo ""
 	@echo "Open an alert email:  ls demo/outbox/*.eml"
+	@echo "What the SMTP server received:  ls demo/smtp-received/*.eml"
 	@echo "Query the warehouse:  $(BIN)/backlash sql \"SELECT * FROM marts.anomalies\""
 
 test: setup

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Dovecot (IMAP) and OpenSSL for the real-server mailbox tests (tests/conftest_dovecot.py).
+# Dovecot (IMAP), OpenSSL and Chromium for the real-server tests (IMAP, TLS, the render check).
 # Non-interactive, idempotent; needs root and apt. The tests start their own Dovecot
 # on a free loopback port with a config in a temp dir, so the system service that the
 # package starts is stopped and disabled again.
@@ -7,6 +7,8 @@ set -euo pipefail
 need=()
 command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# headless Chromium renders an alert at phone width in tests/flows/test_render.py
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

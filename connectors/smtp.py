@@ -13,6 +13,16 @@ retrying would only hammer the server, so the caller gets
 accepted are never sent to again within one call, so a 4xx for one recipient
 does not duplicate the message for the others.
 
+Exactly-once needs the caller to learn of an acceptance at once, not after
+the retries for other recipients and their back-off sleeps: ``on_accepted``
+is called with the recipients the server took right after its 250 to DATA,
+so the ledger can be marked before anything else can go wrong. What remains
+SMTP cannot close: the client has no way to ask a server whether it took a
+message. The one case a client can see is a session that drops after the
+whole message went out but before the server's reply: it may have been
+accepted, so it is *not* retried (a blind retry is how duplicates happen);
+those recipients come back as ``unconfirmed`` and the caller decides.
+
 The password goes to ``SMTP.login`` and nowhere else: no debug level (it
 prints the base64 of the credentials), and every error text is scrubbed of it
 before it is logged or returned.
@@ -39,6 +49,41 @@ Security = Literal["ssl", "starttls", "none"]
 MAX_BACKOFF = 60.0
 
 
+class _AmbiguousDelivery(Exception):  # noqa: N818 - internal signal, not an error API
+    """The message went out in full, then the session died before the reply."""
+
+
+class _TrackData:
+    """Notes when the final ``.`` of DATA has been written, so a dropped
+    session can be told apart: before it, the server cannot have accepted."""
+
+    final_sent = False
+
+    def send(self, s: bytes | str) -> None:
+        super().send(s)  # type: ignore[misc]
+        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.final_sent = True
+
+    def data(self, msg: bytes | str) -> tuple[int, bytes]:
+        self.final_sent = False
+        try:
+            return super().data(msg)  # type: ignore[misc]
+        except smtplib.SMTPResponseException:
+            raise  # the server answered: not ambiguous
+        except OSError as exc:  # SMTPServerDisconnected, timeouts, resets
+            if self.final_sent:
+                raise _AmbiguousDelivery(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+
+class _SMTP(_TrackData, smtplib.SMTP):
+    pass
+
+
+class _SMTPSSL(_TrackData, smtplib.SMTP_SSL):
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     """The outcome of one :func:`send`.
@@ -49,7 +94,9 @@ class SendResult:
     status is ``sent`` (others got it), deferred recipients are listed in
     ``refused`` too, so a caller that only reads ``refused`` never records
     them as delivered; when it is ``failed`` they are not, so such a caller
-    retries them rather than giving up.
+    retries them rather than giving up. ``unconfirmed`` lists recipients of a
+    session that dropped after the whole message was sent: the server may
+    have taken it, so they were not retried.
     """
 
     status: Literal["sent", "failed"]
@@ -59,6 +106,7 @@ class SendResult:
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
     deferred: tuple[str, ...] = ()
     attempts: int = 0
+    unconfirmed: tuple[str, ...] = ()
 
 
 def _recipients(msg: EmailMessage) -> list[str]:
@@ -104,8 +152,8 @@ def _connect(
     host: str, port: int, security: Security, timeout: float, context: ssl.SSLContext
 ) -> smtplib.SMTP:
     if security == "ssl":
-        return smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
-    smtp = smtplib.SMTP(host, port, timeout=timeout)
+        return _SMTPSSL(host, port, timeout=timeout, context=context)
+    smtp = _SMTP(host, port, timeout=timeout)
     try:
         smtp.ehlo()
         if security == "starttls":
@@ -160,17 +208,23 @@ def send(
     retries: int = 3,
     backoff: float = 1.0,
     ssl_context: ssl.SSLContext | None = None,
+    envelope_to: list[str] | None = None,
+    on_accepted: Callable[[tuple[str, ...]], None] | None = None,
 ) -> SendResult:
     """Deliver ``msg`` to its To/Cc/Bcc recipients; never raises for delivery errors.
 
     Up to ``retries`` further attempts follow a temporary failure, waiting
     ``backoff * 2**n`` seconds (capped at a minute). ``ssl_context`` replaces
-    the default verifying context, for a private CA.
+    the default verifying context, for a private CA. ``envelope_to`` sends to
+    these addresses instead of the headers' (a retry to the one recipient
+    left, the headers still showing everyone). ``on_accepted`` is called after
+    each accepted DATA with the recipients it covered; an exception from it
+    propagates (the caller could not record the delivery: that is a crash).
     """
     if security not in ("ssl", "starttls", "none"):
         raise ValueError(f"security must be ssl, starttls or none, not {security!r}")
     scrub = _scrubber([password or ""])
-    recipients = _recipients(msg)
+    recipients = list(dict.fromkeys(envelope_to)) if envelope_to is not None else _recipients(msg)
     if not recipients:
         return SendResult("failed", permanent=True, detail="message has no recipients")
     if security == "none" and user and not _is_loopback(host):
@@ -186,6 +240,7 @@ def send(
     detail: str | None = None
     permanent = False
     attempts = 0
+    unconfirmed: tuple[str, ...] = ()
     while pending and attempts <= retries:
         if attempts:
             time.sleep(min(backoff * 2 ** (attempts - 1), MAX_BACKOFF))
@@ -202,6 +257,10 @@ def send(
                 timeout=timeout,
                 context=context,
             )
+        except _AmbiguousDelivery as exc:
+            detail = scrub(f"{host}:{port}: session dropped awaiting the reply to DATA: {exc}")
+            unconfirmed, pending = tuple(pending), []
+            break
         except smtplib.SMTPResponseException as exc:
             # Sender refused, DATA refused, AUTH refused, greeting refused...
             detail = scrub(_reply(exc.smtp_code, exc.smtp_error))
@@ -221,6 +280,9 @@ def send(
             detail = scrub(f"{host}:{port}: {kind}: {type(exc).__name__}: {exc}")
         else:
             temporary: list[str] = []
+            taken = tuple(r for r in pending if r not in rejected)
+            if taken and on_accepted is not None:
+                on_accepted(taken)
             for rcpt in pending:
                 if rcpt not in rejected:
                     accepted.append(rcpt)
@@ -259,13 +321,14 @@ def send(
         )
         return SendResult(
             "sent",
-            detail=detail if refused else None,
+            detail=detail if refused or unconfirmed else None,
             accepted=tuple(accepted),
             refused=refused,
             deferred=deferred,
             attempts=attempts,
+            unconfirmed=unconfirmed,
         )
-    if refused and not pending and not permanent:
+    if refused and not pending and not permanent and not unconfirmed:
         # Every recipient refused with a 5xx.
         permanent = True
         detail = "; ".join(f"{r}: {reply}" for r, (_, reply) in refused.items())
@@ -277,4 +340,5 @@ def send(
         refused=refused,
         deferred=deferred,
         attempts=attempts,
+        unconfirmed=unconfirmed,
     )

@@ -60,7 +60,7 @@ class AlertView:
     """Everything one email needs; built by the monitor flow from marts.anomalies."""
 
     alert_id: str
-    notice: str  # 'new' | 'escalated:<n>' | 'resolved'
+    notice: str  # 'new:<n>' | 'escalated:<n>' | 'reminder:<k>' | 'resolved'
     topic: str
     channel: str
     grain: str
@@ -89,6 +89,7 @@ class AlertView:
     )  # title, announced, effective
     recovery_hours: float | None = None
     sql_snippet: str = ""
+    fix_title: str | None = None  # the change that reverted the cause (a rollback), if any
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -150,8 +151,9 @@ def _what(alert: AlertView) -> str:
 
 
 def _notice_severity(notice: str, fallback: int) -> int:
-    _, _, level = notice.partition(":")
-    return int(level) if level.isdigit() else fallback
+    kind, _, level = notice.partition(":")
+    # 'reminder:<k>' counts periods, not severity.
+    return int(level) if kind in ("new", "escalated") and level.isdigit() else fallback
 
 
 def subject_for(alert: AlertView) -> str:
@@ -165,12 +167,17 @@ def subject_for(alert: AlertView) -> str:
         recovery = ""
         if alert.recovery_hours is not None and math.isfinite(alert.recovery_hours):
             recovery = f"; recovered {alert.recovery_hours:.0f} h after the fix"
+            if alert.fix_title:
+                fix = header_text(alert.fix_title, SUBJECT_TITLE_CHARS)
+                recovery = f"; recovered {alert.recovery_hours:.0f} h after '{fix}'"
         return f"Back to normal: {what} (spike since {since}{cause}{recovery})"
     head = f"{what[0].upper()}{what[1:]} {ratio_text(alert.ratio)} normal since {since}"
     if alert.notice.startswith("escalated"):
         level = _notice_severity(alert.notice, alert.severity)
         head = f"Worse ({SEVERITY_NAMES.get(level, level)}): {what} {ratio_text(alert.ratio)}"
         head += f" normal since {since}"
+    elif alert.notice.startswith("reminder"):
+        head = f"Still high: {what} {ratio_text(alert.ratio)} normal since {since}"
     if alert.change_title:
         title = header_text(alert.change_title, SUBJECT_TITLE_CHARS)
         when = alert.change_announced_at or alert.change_effective_at
@@ -213,6 +220,8 @@ def _context(alert: AlertView, chart_src: str | None) -> dict[str, Any]:
         "what": _what(alert),
         "resolved": resolved,
         "escalated": alert.notice.startswith("escalated"),
+        "reminder": alert.notice.startswith("reminder"),
+        "fix_title": header_text(alert.fix_title, 200) if alert.fix_title else None,
         "severity": severity,
         "severity_name": SEVERITY_NAMES.get(severity, str(severity)),
         "colour": "#2e7d32" if resolved else SEVERITY_COLOURS.get(severity, "#4a6fa5"),
@@ -317,7 +326,11 @@ def render_chart_png(alert: AlertView) -> bytes:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.0, 2.6), dpi=100, layout="constrained")
+    # Sized for a phone: the image is shown ~360 CSS px wide there, so a font
+    # of N points shows as N * 360 / (72 * width_in) px whatever the dpi. At 4
+    # inches, 8 pt is ~10 px (at 6 inches it was 6 px: unreadable). 150 dpi
+    # keeps it sharp on high-density screens and on a 568 px desktop column.
+    fig = Figure(figsize=(4.0, 2.5), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     series = alert.series.sort("ts") if alert.series.height else alert.series
@@ -381,7 +394,7 @@ def render_chart_png(alert: AlertView) -> bytes:
                     0.97 - 0.1 * n,
                     f" {label}",
                     transform=ax.get_xaxis_transform(),
-                    fontsize=7,
+                    fontsize=7.5,
                     color="#8a4b00",
                     va="top",
                     parse_math=False,  # '$' in a title is a price, not TeX
@@ -393,8 +406,16 @@ def render_chart_png(alert: AlertView) -> bytes:
         peaks = [float(np.nanmax(v)) for v in col.values() if np.isfinite(v).any()]
         ax.set_ylim(0, max([*peaks, 1.0]) * 1.35)
         ax.set_ylabel("complaints / " + ("day" if alert.grain == "day" else "hour"), fontsize=8)
-        ax.tick_params(labelsize=7)
-        fig.legend(fontsize=7, loc="outside lower center", frameon=False, ncols=4)
+        ax.tick_params(labelsize=8)
+        fig.legend(
+            fontsize=7.5,
+            loc="outside lower center",
+            frameon=False,
+            ncols=4,
+            handlelength=1.2,
+            handletextpad=0.4,
+            columnspacing=0.9,
+        )
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     buf = io.BytesIO()

@@ -459,10 +459,16 @@ def demo(
     config = prepare_demo(directory, volume=volume, seed=seed)
     State.config = config
     _prefect_env()
+    from flows.demo_smtp import environment, loopback_smtp
     from flows.flows import run_flow
 
-    result = run_flow(config=str(config), show_progress=_tty())
+    # The alerts go through a real SMTP server on loopback, as they would to
+    # a company's relay, and stay in outbox/ too.
+    with loopback_smtp(directory / "smtp-received") as smtp, environment(smtp.env()):
+        result = run_flow(config=str(config), show_progress=_tty())
+        received = len(smtp.received)
     _print_summary(result, elapsed=time.perf_counter() - started, config=config)
+    typer.echo(f"  SMTP on loopback: {received} messages accepted -> {directory / 'smtp-received'}")
 
 
 def _print_summary(
@@ -499,7 +505,8 @@ def _print_summary(
             f"{status_:<9} {cause}"
         )
     sent = result["monitor"]["deliveries"]
-    typer.echo(f"  alert emails written this run: {len(sent)} -> {settings.alerts.outbox}")
+    copies = sum(d["channel"] == "outbox" and d["status"] == "sent" for d in sent)
+    typer.echo(f"  alert emails written this run: {copies} -> {settings.alerts.outbox}")
     typer.echo(f'  query it: backlash --config {settings.config_path} sql "SELECT ..."')
     if elapsed is not None:
         typer.echo(f"  wall time: {elapsed:.1f} s")

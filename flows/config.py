@@ -171,6 +171,21 @@ class AlertsConfig(_Section):
     # Anomalies that ended longer ago than this when first seen (a first run
     # over years of history) are stored but not emailed; 0 = email them all.
     max_age_days: Annotated[int, Field(ge=0)] = 7
+    # Follow-ups for an ongoing spike: only when it escalates (default), or
+    # also a reminder every reminder_hours while it lasts.
+    escalation_only: bool = True
+    reminder_hours: Annotated[float, Field(gt=0)] = 24.0
+    # One short "back to normal" note when a spike ends (with the recovery time).
+    resolved_note: bool = True
+    # Temporary failures (SMTP 4xx, refused connections, HTTP 429/5xx) are
+    # retried this many times within a run, backing off from this many seconds.
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+    retry_backoff_seconds: Annotated[float, Field(ge=0)] = 1.0
+    # A run that crashed while a send was in flight cannot know whether the
+    # server took it: false = record it "unconfirmed" and never send it again
+    # (no duplicates; the .eml stays in the outbox); true = send it again with
+    # the same Message-ID (no loss; clients that de-duplicate show it once).
+    resend_unconfirmed: bool = False
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -123,8 +123,13 @@ def compose_failure(
     return msg
 
 
-def deliver(settings: Settings, msg: EmailMessage, *, name: str, recipients: list[str]) -> Path:
-    """Write the .eml copy, then send by SMTP when configured; returns the copy's path."""
+def deliver(
+    settings: Settings, msg: EmailMessage, *, name: str, recipients: list[str]
+) -> tuple[Path, bool]:
+    """Write the .eml copy, then send by SMTP when configured.
+
+    Returns the copy's path and whether every configured channel took it.
+    """
     from connectors.outbox import write_eml
 
     alerts = settings.alerts
@@ -143,7 +148,8 @@ def deliver(settings: Settings, msg: EmailMessage, *, name: str, recipients: lis
         )
         if result.status != "sent":
             log.warning("%s not delivered by SMTP: %s", name, result.detail)
-    return path
+            return path, False
+    return path, True
 
 
 def send_digest(con: duckdb.DuckDBPyConnection, settings: Settings, *, now: datetime) -> Path:
@@ -163,7 +169,9 @@ def send_digest(con: duckdb.DuckDBPyConnection, settings: Settings, *, now: date
     ).fetchone()
     if done:  # a retried or second run the same day: the digest went out already
         return Path(done[0])
-    path = deliver(settings, msg, name=key, recipients=to)
+    path, delivered = deliver(settings, msg, name=key, recipients=to)
+    if not delivered:  # not recorded: the next run (or the task's retry) sends it again
+        raise RuntimeError(f"the digest {key} could not be sent; see the log")
     con.execute(
         "INSERT OR REPLACE INTO meta.alert_deliveries "
         "VALUES (?, 'digest', 'email', ?, 'sent', ?, ?, ?, ?)",
@@ -188,9 +196,10 @@ def notify_failure(
             to=operators,
             now=now,
         )
-        return deliver(
+        path, _ = deliver(
             settings, msg, name=f"failure-{flow_name}-{now:%Y%m%dT%H%M%S}", recipients=operators
         )
+        return path
     except Exception:
         log.exception("could not notify operators of the failed %s run", flow_name)
         return None

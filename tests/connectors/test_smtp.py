@@ -40,6 +40,7 @@ class Script:
     data: list[str] = field(default_factory=list)  # replies to DATA before accepting
     received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
     logins: list[tuple[bytes, bool]] = field(default_factory=list)
+    drop_after_data: int = 0  # sessions to cut after taking the message, before the reply
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -54,6 +55,11 @@ class Script:
         if self.data:
             return self.data.pop(0)
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        if self.drop_after_data:
+            # Accepted (stored), but the client never hears so: the one
+            # ambiguous moment of SMTP.
+            self.drop_after_data -= 1
+            server.transport.abort()
         return "250 Message accepted for delivery"
 
     def authenticate(
@@ -188,6 +194,55 @@ def test_451_once_is_retried_and_delivered_once(server: Server) -> None:
     assert result.attempts == 2
     assert server.connections == 2
     assert len(server.script.received) == 1
+
+
+def test_drop_after_the_message_is_not_retried(server: Server) -> None:
+    """A blind retry here is how duplicates happen: the server already has it."""
+    server.script.drop_after_data = 1
+    accepted: list[tuple[str, ...]] = []
+    result = deliver(server, alert_message(), on_accepted=accepted.append)
+    assert len(server.script.received) == 1
+    assert server.connections == 1
+    assert result.status == "failed"
+    assert not result.permanent
+    assert result.unconfirmed == ("ceo@acme.test",)
+    assert result.deferred == ()
+    assert accepted == []
+    assert result.detail is not None
+    assert "dropped" in result.detail
+
+
+def test_drop_before_the_message_is_retried(server: Server) -> None:
+    """Cut at RCPT: the server cannot have taken it, so a retry is safe."""
+    server.script.rcpt = {"ceo@acme.test": ["421 4.3.2 Shutting down"]}
+    accepted: list[tuple[str, ...]] = []
+    result = deliver(server, alert_message(), on_accepted=accepted.append)
+    assert result.status == "sent"
+    assert result.unconfirmed == ()
+    assert accepted == [("ceo@acme.test",)]
+    assert len(server.script.received) == 1
+
+
+def test_on_accepted_hears_each_acceptance_before_the_retries(server: Server) -> None:
+    server.script.rcpt = {"cfo@acme.test": ["451 4.2.1 Busy"]}
+    calls: list[tuple[tuple[str, ...], int]] = []
+    result = deliver(
+        server,
+        alert_message(to=["ceo@acme.test", "cfo@acme.test"]),
+        on_accepted=lambda rcpts: calls.append((rcpts, len(server.script.received))),
+    )
+    assert result.status == "sent"
+    assert calls == [(("ceo@acme.test",), 1), (("cfo@acme.test",), 2)]
+
+
+def test_envelope_overrides_the_headers(server: Server) -> None:
+    msg = alert_message(to=["ceo@acme.test", "cfo@acme.test"])
+    result = deliver(server, msg, envelope_to=["cfo@acme.test"])
+    assert result.accepted == ("cfo@acme.test",)
+    ((_, rcpts, content),) = server.script.received
+    assert rcpts == ["cfo@acme.test"]
+    got = BytesParser(policy=policy.default).parsebytes(content)
+    assert got["To"] == "ceo@acme.test, cfo@acme.test"
 
 
 def test_550_is_permanent_and_not_retried(server: Server) -> None:

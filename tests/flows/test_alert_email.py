@@ -4,6 +4,7 @@ customer text that cannot break HTML or headers and leaks no personal data."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -398,3 +399,80 @@ def test_preview_html_embeds_the_chart() -> None:
 def test_view_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         make_view().topic = "x"  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- follow-ups
+
+
+def test_subject_of_reminder_says_still_high_and_keeps_the_severity() -> None:
+    view = make_view(notice="reminder:2", severity=3)
+    assert subject_for(view).startswith("Still high: complaints about pricing 4.1× normal since")
+    _, html, _ = parts(reparse(build(view)))
+    assert "Still high: high" in html  # severity 3's name, not 'reminder:2' read as severity 2
+
+
+def test_resolved_note_names_the_rollback_and_the_recovery_time() -> None:
+    view = make_view(notice="resolved", recovery_hours=30.6, fix_title="Old prices back")
+    assert subject_for(view).endswith("recovered 31 h after 'Old prices back')")
+    text, html, _ = parts(reparse(build(view)))
+    assert 'Recovered 31 h after "Old prices back".' in text
+    assert "Old prices back</strong>" in html
+    plain = make_view(notice="resolved", recovery_hours=12.0)
+    assert subject_for(plain).endswith("recovered 12 h after the fix)")
+
+
+# --------------------------------------------------------------------------- Slack payload
+
+
+def _mrkdwn(payload: dict[str, Any]) -> list[str]:
+    out = [payload["text"]]
+    for block in payload["blocks"]:
+        if "text" in block:
+            out.append(block["text"]["text"])
+        out += [e["text"] for e in block.get("elements", [])]
+    return out
+
+
+def test_slack_payload_has_text_and_blocks_with_the_facts() -> None:
+    from flows.alert_webhook import slack_payload
+
+    payload = slack_payload(make_view())
+    assert payload["text"] == subject_for(make_view())
+    assert [b["type"] for b in payload["blocks"]][:2] == ["header", "section"]
+    joined = "\n".join(_mrkdwn(payload))
+    assert "*47* complaints vs *11.5* expected" in joined
+    assert "Plan price rise" in joined
+    assert "Runner-up: Dark mode removed" in joined
+    json.dumps(payload)  # serialisable as is
+
+
+def test_slack_payload_escapes_mentions_and_links_and_masks_pii() -> None:
+    from flows.alert_webhook import slack_payload
+
+    hostile = (
+        "<!channel> refund me <https://evil.test/login|Refund portal> & call +44 20 7946 0958\n"
+        "> fake quote from *backlash*"
+    )
+    payload = slack_payload(make_view(examples=[("zendesk:9", hostile)]))
+    joined = "\n".join(_mrkdwn(payload))
+    assert "<!channel>" not in joined
+    assert "&lt;!channel&gt;" in joined
+    assert "<https://evil.test" not in joined
+    assert "7946 0958" not in joined
+    examples = next(t for t in _mrkdwn(payload) if t.startswith("*In their words*"))
+    # every line of customer text is inside the quote, even one that starts with '>'
+    assert all(line.startswith(("> ", "_")) for line in examples.splitlines()[1:])
+
+
+def test_slack_payload_respects_block_limits_with_huge_text() -> None:
+    from flows.alert_webhook import slack_payload
+
+    huge = "x" * 12_000_000
+    payload = slack_payload(
+        make_view(examples=[("k", huge)] * 5, change_title="T" * 500, topic="p" * 300)
+    )
+    header = payload["blocks"][0]["text"]["text"]
+    assert len(header) <= 150
+    assert all(len(t) <= 3000 for t in _mrkdwn(payload))
+    assert len(payload["blocks"]) <= 50
+    assert len(json.dumps(payload)) < 20_000
