@@ -127,14 +127,15 @@ class MailboxSource:
 
             records: list[bytes] = []
             ids: list[str] = []
+            seen: dict[str, int] = {}
             for end, raw in _iter_mbox(fh, offset, complete_tail=_ends_with_newline(fh, size)):
                 raw = truncate_message(raw, self.max_message_bytes)
-                _add(records, ids, raw)
+                _add(records, ids, seen, raw)
                 count += 1
                 offset = end
                 if len(records) >= self.batch_size:
                     yield Page(stream, records, ids, _mbox_cursor(offset, count, head, head_len))
-                    records, ids = [], []
+                    records, ids, seen = [], [], {}
             if records:
                 yield Page(stream, records, ids, _mbox_cursor(offset, count, head, head_len))
 
@@ -157,6 +158,7 @@ class MailboxSource:
         files.sort()
         records: list[bytes] = []
         ids: list[str] = []
+        seen: dict[str, int] = {}
         rejects: list[tuple[str, str, str]] = []
         last = mark
         for stamp, file in files:
@@ -166,16 +168,16 @@ class MailboxSource:
                 rejects.append((f"file:{stamp[1]}", f"unreadable .eml file: {exc}", ""))
             else:
                 raw = truncate_message(raw, self.max_message_bytes)
-                _add(records, ids, raw)
+                _add(records, ids, seen, raw)
             last = stamp
             if len(records) + len(rejects) >= self.batch_size:
                 yield Page(EML_STREAM, records, ids, _eml_cursor(last), rejects, len(files))
-                records, ids, rejects = [], [], []
+                records, ids, rejects, seen = [], [], [], {}
         if records or rejects:
             yield Page(EML_STREAM, records, ids, _eml_cursor(last), rejects, len(files))
 
 
-def _add(records: list[bytes], ids: list[str], raw: bytes) -> None:
+def _add(records: list[bytes], ids: list[str], seen: dict[str, int], raw: bytes) -> None:
     """Append a message unless the page holds the same bytes already.
 
     Exports repeat messages (one copy per label or folder), and some clients
@@ -183,12 +185,13 @@ def _add(records: list[bytes], ids: list[str], raw: bytes) -> None:
     a page (``raw.*`` is keyed by them), so a reused id gets a content suffix.
     """
     record_id = message_record_id(raw)
-    if record_id in ids:
-        if raw == records[ids.index(record_id)]:
+    if record_id in seen:  # a dict, not ``ids``: a list lookup made large pages quadratic
+        if raw == records[seen[record_id]]:
             return
         record_id = f"{record_id}#sha256:{hashlib.sha256(raw).hexdigest()[:16]}"
-        if record_id in ids:
+        if record_id in seen:
             return
+    seen[record_id] = len(records)
     records.append(raw)
     ids.append(record_id)
 

@@ -14,6 +14,12 @@ name = "support"
 kind = "file"
 path = "data/tickets.csv"
 
+[[sources]]
+name = "support-mail"
+kind = "mbox"
+path = "data/support.mbox"
+support_addresses = ["@reelbox.example"]
+
 [changes]
 path = "data/changes.yaml"
 

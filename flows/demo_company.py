@@ -14,14 +14,27 @@ Counts are drawn per day and topic with NumPy (vectorised, so the full demo
 takes seconds); only the text is assembled in Python. Everything comes from one
 ``numpy.random.default_rng(seed)``, so a seed always gives byte-identical files.
 :class:`DemoTruth` says what was planted, so tests can hold the pipeline to it.
+
+Beside the helpdesk export, ``support.mbox`` is the support mailbox of the same
+company: ~12% more conversations, drawn like the tickets (the backlashes show
+in email too) from a second RNG stream so ``tickets.csv`` never changes with
+it, played out as real mail is (agent answers, replies whose clients dropped
+References or every header, "AW:", HTML-only, quoted-printable and base64 parts,
+auto-acknowledgements, out-of-office replies, bounces). :class:`MailboxTruth`
+knows every conversation, so threading can be scored.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
+from email import quoprimime
+from email.utils import format_datetime, formataddr
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +112,8 @@ class DemoTruth:
     change_ids: tuple[str, ...]
     # Complaints written per topic per day (index 0 = start), for checks that need no labeller.
     complaints_per_day: dict[str, list[int]] = field(default_factory=dict)
+    # The support mailbox (``support.mbox``) and its known threads; None when not written.
+    mailbox: MailboxTruth | None = None
 
     def event(self, name: str) -> PlantedEvent:
         return next(e for e in self.events if e.name == name)
@@ -865,6 +880,33 @@ def _batches(rng: np.random.Generator, start: date, days: int, volume: float) ->
     return batches
 
 
+def _compose(batch: _Batch, pick: _Picker, name: str) -> tuple[str, str, bool]:
+    """Subject, body and cancel intent of one customer's first message.
+
+    Shared by the ticket export and the mailbox; the order of draws is part of
+    the seed's story (``tickets.csv`` stays byte-identical), so do not reorder.
+    """
+    complaint = batch.kind == "complaint"
+    cancel = complaint and pick.chance(batch.cancel_p)
+    if batch.pool is not None and batch.pool.startswith("chatter:"):
+        subject = pick.pick(OTHER_SUBJECTS[batch.kind])
+        core = [pick.pick(CHATTER[batch.pool.removeprefix("chatter:")][2][batch.kind])]
+    elif batch.pool is not None:
+        subject = pick.pick(BACKLASH_SUBJECTS[batch.pool])
+        core = [_fill(pick.pick(BACKLASH[batch.pool]), pick)]
+        if pick.chance(0.4):
+            core.append(_fill(pick.pick(BACKLASH[batch.pool]), pick))
+    elif complaint:
+        subject = pick.pick(COMPLAINT_SUBJECTS[batch.topic])
+        core = [_fill(pick.pick(COMPLAINTS[batch.topic]), pick)]
+    else:
+        subject = pick.pick(OTHER_SUBJECTS[batch.kind])
+        core = [_fill(pick.pick(OTHERS[batch.kind][batch.topic]), pick)]
+    card = complaint and batch.topic == "pricing"
+    body = _body(core, pick, complaint=complaint, cancel=cancel, card=card, name=name)
+    return subject, body, cancel
+
+
 def _tickets(
     rng: np.random.Generator, batches: list[_Batch], start: date, days: int
 ) -> list[list[str]]:
@@ -895,24 +937,7 @@ def _tickets(
         batch = batches[b]
         name = f"{first[i]} {last[i]}"
         local = f"{first[i]}.{last[i]}" if dotted[i] else f"{first[i]}{last[i]}{suffix[i]}"
-        complaint = batch.kind == "complaint"
-        cancel = complaint and pick.chance(batch.cancel_p)
-        if batch.pool is not None and batch.pool.startswith("chatter:"):
-            subject = pick.pick(OTHER_SUBJECTS[batch.kind])
-            core = [pick.pick(CHATTER[batch.pool.removeprefix("chatter:")][2][batch.kind])]
-        elif batch.pool is not None:
-            subject = pick.pick(BACKLASH_SUBJECTS[batch.pool])
-            core = [_fill(pick.pick(BACKLASH[batch.pool]), pick)]
-            if pick.chance(0.4):
-                core.append(_fill(pick.pick(BACKLASH[batch.pool]), pick))
-        elif complaint:
-            subject = pick.pick(COMPLAINT_SUBJECTS[batch.topic])
-            core = [_fill(pick.pick(COMPLAINTS[batch.topic]), pick)]
-        else:
-            subject = pick.pick(OTHER_SUBJECTS[batch.kind])
-            core = [_fill(pick.pick(OTHERS[batch.kind][batch.topic]), pick)]
-        card = complaint and batch.topic == "pricing"
-        body = _body(core, pick, complaint=complaint, cancel=cancel, card=card, name=name)
+        subject, body, cancel = _compose(batch, pick, name)
         tags = [TOPIC_TAG[batch.topic], batch.kind]
         if cancel:
             tags.append("cancel")
@@ -934,6 +959,449 @@ def _tickets(
 
 
 COLUMNS = ("id", "created_at", "subject", "body", "channel", "requester", "tags", "status")
+
+
+# --------------------------------------------------------------------------- mailbox
+
+# Extra conversations that reach support@ by email, as a share of the ticket
+# volume: drawn like the tickets (same seasonality, same planted backlashes), so
+# a backlash is visible in the inbox too, with an RNG of its own so that
+# ``tickets.csv`` stays byte-identical for a seed.
+EMAIL_SHARE = 0.12
+SUPPORT_ADDRESS = "support@reelbox.example"
+SUPPORT_DOMAIN = "@reelbox.example"
+MAIL_STREAM = 0x6D61696C  # "mail": the mailbox's RNG is default_rng([seed, MAIL_STREAM])
+AGENTS = ("Dana", "Luis", "Priya", "Tom", "Aiko")
+# Display names as customers' mail clients send them (RFC 2047 in the header).
+ACCENTED = {"ines": "Inès", "tomas": "Tomás", "zoe": "Zoë", "chloe": "Chloé", "mateo": "Matéo"}
+CUSTOMER_HOSTS = {"example.com": "mail.example.com", "example.org": "mx.example.org"}
+# Customers' UTC offsets in minutes: most are in the Americas.
+OFFSETS = (-480, -420, -360, -300, -300, -300, -240, -240, 0, 60, 60, 120)
+REPLY_PREFIXES = ("Re: ", "Re: ", "Re: ", "RE: ", "AW: ", "Re: Re: ")
+MAIL_CLIENTS = (
+    "Mozilla Thunderbird",
+    "Apple Mail (2.3774)",
+    "Microsoft Outlook 16.0",
+    "Roundcube Webmail",
+    "iPhone Mail (21E236)",
+)
+AGENT_REPLIES: dict[str, tuple[str, ...]] = {
+    "complaint": (
+        "Thanks for getting in touch, and I'm sorry about this. I have passed it to the "
+        "team and will update you within 48 hours.",
+        "Sorry for the trouble. Could you tell me which device and app version you use?",
+        "I understand how frustrating this is. I've added a note to your account and "
+        "escalated it to the right team.",
+        "Thank you for telling us. I have shared your feedback with the product team.",
+    ),
+    "question": (
+        "Thanks for your question! You can find this under Account > Settings.",
+        "Good question: yes, that is possible, the Help Center article below has the steps.",
+    ),
+    "request": (
+        "Done! The change is made on your account.",
+        "Thanks, I've made that change for you; it can take an hour to show.",
+    ),
+    "praise": ("Thank you so much for the kind words, I've shared them with the team!",),
+}
+FOLLOWUPS: dict[str, tuple[str, ...]] = {
+    "complaint": (
+        "Any update on this? It has been {n} days.",
+        "That did not help, it is still happening.",
+        "Still waiting for an answer here.",
+        "Thanks, that fixed it.",
+        "OK, thanks for letting me know.",
+    ),
+    "other": ("Thanks, that worked!", "Perfect, thank you.", "Got it, thanks.", "Great, thanks."),
+}
+AUTO_ACK = (
+    "Thanks for writing to Reelbox. This is an automatic confirmation: a member of the "
+    "team will answer within one business day.\n\nReelbox Support"
+)
+OUT_OF_OFFICE = (
+    "I am out of the office until {day} with limited access to email. "
+    "For anything urgent call me on {phone}.",
+    "Thank you for your message. I am on vacation and will reply when I am back.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MailConversation:
+    """One conversation in ``support.mbox``, as a person would thread it.
+
+    ``root_id`` is the Message-ID (no brackets) of its first message: the
+    pipeline keys a thread's ticket by it. ``kind`` is ``complaint``,
+    ``question``, ``request``, ``praise`` or ``auto`` (a bounce or an
+    auto-reply on its own: machine mail that must never count).
+    """
+
+    root_id: str
+    message_ids: tuple[str, ...]
+    customer: str
+    topic: str | None
+    kind: str
+    pool: str | None
+    created_at: datetime
+    subject: str = ""
+    cancel: bool = False
+    # Customer replies that lost every threading header: only the subject can join them.
+    headerless: tuple[str, ...] = ()
+
+    @property
+    def is_auto(self) -> bool:
+        return self.kind == "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxTruth:
+    """What ``support.mbox`` holds: every conversation and the thread of every message."""
+
+    path: Path
+    conversations: tuple[MailConversation, ...]
+    messages: int
+    # Message-ID -> root Message-ID of its conversation (the known threads).
+    thread_of: dict[str, str]
+    # Same marks as the message headers: how many replies lost which threading headers.
+    dropped_references: int = 0
+    dropped_all_headers: int = 0
+    auto_messages: int = 0
+    # Email complaint conversations per topic per day (index 0 = start).
+    complaints_per_day: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Mail:
+    """One message before it is rendered: sorted by time, then by creation."""
+
+    at: datetime  # UTC
+    seq: int
+    raw: str
+
+
+def _rfc2822(at: datetime, offset_minutes: int) -> str:
+    local = at.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    return format_datetime(local)
+
+
+def _address(name: str, addr: str) -> str:
+    return formataddr((name, addr), charset="utf-8")
+
+
+def _quote(text: str, who: str, at: datetime, outlook: bool) -> str:
+    """Quoted history under a reply, the two ways mail clients write it."""
+    if outlook:
+        head = (
+            f"-----Original Message-----\nFrom: {who}\nSent: {format_datetime(at)}\n"
+            f"To: {SUPPORT_ADDRESS}\n"
+        )
+        return head + "\n" + text
+    lines = "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+    return f"On {format_datetime(at)}, {who} wrote:\n{lines}"
+
+
+def _html(text: str, quoted: str | None) -> str:
+    paras = "".join(f"<p>{html_escape(p).replace(chr(10), '<br>')}</p>" for p in text.split("\n\n"))
+    if quoted:
+        head, _, rest = quoted.partition("\n")
+        body = html_escape("\n".join(line.removeprefix("> ") for line in rest.splitlines()))
+        paras += f"<div>{html_escape(head)}</div><blockquote>{body}</blockquote>"
+    return (
+        '<html><head><meta charset="utf-8"><style>p{margin:0 0 1em}</style></head>'
+        f"<body>{paras}</body></html>"
+    )
+
+
+def _encoded(text: str, pick: _Picker, subtype: str = "plain") -> tuple[str, str]:
+    """(headers, body) of one text part: 7bit/8bit, quoted-printable or base64."""
+    roll = pick.u()
+    if roll < 0.2:
+        cte, body = "quoted-printable", quoprimime.body_encode(text)
+    elif roll < 0.24:
+        cte = "base64"
+        body = base64.encodebytes(text.encode("utf-8")).decode("ascii").rstrip("\n")
+    else:
+        cte, body = ("7bit" if text.isascii() else "8bit"), text
+    head = f'Content-Type: text/{subtype}; charset="utf-8"\nContent-Transfer-Encoding: {cte}\n'
+    return head, body
+
+
+def _render(
+    headers: list[tuple[str, str]], text: str, pick: _Picker, *, quoted: str | None, html: float
+) -> str:
+    """One RFC 822 message: plain, HTML-only, or multipart/alternative."""
+    head = "".join(f"{k}: {v}\n" for k, v in headers) + "MIME-Version: 1.0\n"
+    plain = text if quoted is None else f"{text}\n\n{quoted}"
+    roll = pick.u()
+    if roll < html:  # HTML only: widgets and some phones
+        part_head, body = _encoded(_html(text, quoted), pick, "html")
+        return f"{head}{part_head}\n{body}\n"
+    if roll < html + 0.15:
+        boundary = f"----=_Part_{int(pick.u() * 1e9)}"
+        text_head, text_body = _encoded(plain, pick)
+        html_head, html_body = _encoded(_html(text, quoted), pick, "html")
+        return (
+            f'{head}Content-Type: multipart/alternative; boundary="{boundary}"\n\n'
+            f"--{boundary}\n{text_head}\n{text_body}\n"
+            f"--{boundary}\n{html_head}\n{html_body}\n--{boundary}--\n"
+        )
+    part_head, body = _encoded(plain, pick)
+    return f"{head}{part_head}\n{body}\n"
+
+
+def _bounce(at: datetime, seq: int, msg_id: str, to: str, subject: str, pick: _Picker) -> str:
+    """A delivery failure for an agent's answer to a mistyped address: machine mail."""
+    boundary = f"bounce.{seq}"
+    return (
+        f"From: Mail Delivery System <MAILER-DAEMON@mx.reelbox.example>\n"
+        f"To: {SUPPORT_ADDRESS}\nSubject: Undelivered Mail Returned to Sender\n"
+        f"Date: {_rfc2822(at, 0)}\nMessage-ID: <{msg_id}>\nAuto-Submitted: auto-replied\n"
+        f"MIME-Version: 1.0\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\n\n'
+        f"--{boundary}\nContent-Type: text/plain; charset=us-ascii\n\n"
+        f"I'm sorry to have to inform you that your message could not be delivered.\n"
+        f"<{to}>: host {to.split('@')[1]} said: 550 5.1.1 User unknown\n"
+        f"--{boundary}\nContent-Type: message/delivery-status\n\n"
+        f"Reporting-MTA: dns; mx.reelbox.example\n\nFinal-Recipient: rfc822; {to}\n"
+        f"Action: failed\nStatus: 5.1.1\n"
+        f"--{boundary}\nContent-Type: text/rfc822-headers\n\n"
+        f"From: {SUPPORT_ADDRESS}\nTo: {to}\nSubject: Re: {subject}\n"
+        f"--{boundary}--\n"
+    )
+
+
+def _mailbox(
+    rng: np.random.Generator, start: date, days: int, volume: float
+) -> tuple[list[_Mail], list[MailConversation], dict[str, int]]:
+    """Every message of the support mailbox and the conversations they make.
+
+    Conversations are drawn like tickets (so the planted events show in the
+    inbox), then played out: an optional auto-acknowledgement, an agent's
+    answer, the customer's reply (some clients drop References, a few drop
+    every threading header), more answers, the odd out-of-office and bounce.
+    """
+    batches = _batches(rng, start, days, volume * EMAIL_SHARE)
+    day = np.concatenate([b.day for b in batches])
+    second = np.concatenate([b.second for b in batches])
+    which = np.concatenate([np.full(b.day.size, i) for i, b in enumerate(batches)])
+    order = np.lexsort((np.arange(day.size), second, day))
+    day, second, which = day[order], second[order], which[order]
+    n = int(day.size)
+    first = np.array(FIRST)[rng.integers(0, len(FIRST), size=n)].tolist()
+    last = np.array(LAST)[rng.integers(0, len(LAST), size=n)].tolist()
+    dotted = (rng.random(n) < 0.8).tolist()
+    suffix = rng.integers(10, 99, size=n).tolist()
+    domain = np.array(DOMAINS)[rng.integers(0, len(DOMAINS), size=n)].tolist()
+    tokens = [f"{v:012x}" for v in rng.integers(0, 2**48, size=n).tolist()]
+    pick = _Picker(rng, n * 90 + 1000)
+    origin = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    end = origin + timedelta(days=days)
+    mails: list[_Mail] = []
+    conversations: list[MailConversation] = []
+    marks = {"dropped_references": 0, "dropped_all_headers": 0, "auto_messages": 0}
+    seq = 0
+
+    def add(at: datetime, raw: str) -> None:
+        nonlocal seq
+        mails.append(_Mail(at, seq, raw))
+        seq += 1
+
+    for i, b in enumerate(which.tolist()):
+        batch = batches[b]
+        name = f"{first[i]} {last[i]}"
+        local = f"{first[i]}.{last[i]}" if dotted[i] else f"{first[i]}{last[i]}{suffix[i]}"
+        customer = f"{local}@{domain[i]}"
+        display = f"{ACCENTED.get(first[i], first[i].title())} {last[i].title()}"
+        subject, text, cancel = _compose(batch, pick, name)
+        offset = pick.pick(OFFSETS)
+        client = pick.pick(MAIL_CLIENTS)
+        host = CUSTOMER_HOSTS.get(domain[i], "mail." + domain[i])
+        at = origin + timedelta(seconds=int(day[i]) * 86400 + int(second[i]))
+        root = f"{tokens[i]}.{i}@{host}"
+        ids = [root]
+        headerless: list[str] = []
+        headers = [
+            ("From", _address(display, customer)),
+            ("To", f"Reelbox Support <{SUPPORT_ADDRESS}>"),
+            ("Subject", subject),
+            ("Date", _rfc2822(at, offset)),
+            ("Message-ID", f"<{root}>"),
+            ("X-Mailer", client),
+        ]
+        add(at, _render(headers, text, pick, quoted=None, html=0.08))
+        if pick.chance(0.05):  # the helpdesk's automatic acknowledgement
+            ack = f"ack.{i}@reelbox.example"
+            ack_at = at + timedelta(seconds=30 + int(pick.u() * 60))
+            add(
+                ack_at,
+                f"From: Reelbox Support <{SUPPORT_ADDRESS}>\nTo: {customer}\n"
+                f"Subject: [Reelbox] We received your message: {subject}\n"
+                f"Date: {_rfc2822(ack_at, 0)}\nMessage-ID: <{ack}>\n"
+                f"In-Reply-To: <{root}>\nReferences: <{root}>\nAuto-Submitted: auto-replied\n"
+                f'MIME-Version: 1.0\nContent-Type: text/plain; charset="utf-8"\n\n{AUTO_ACK}\n',
+            )
+            ids.append(ack)
+            marks["auto_messages"] += 1
+        kind = "complaint" if batch.kind == "complaint" else "other"
+        answer_p = {"complaint": 0.85, "question": 0.9, "request": 0.85, "praise": 0.5}
+        chain = [root]  # what a reply's References would carry
+        prev_text, prev_who, prev_at = text, f"{display} <{customer}>", at
+        turn = 0
+        agent = pick.pick(AGENTS)
+        p_next = answer_p[batch.kind]
+        while pick.chance(p_next) and turn < 6:
+            turn += 1
+            agent_turn = turn % 2 == 1
+            gap = (0.3 + pick.u() * 30) if agent_turn else (0.2 + pick.u() * 48)
+            reply_at = prev_at + timedelta(hours=gap)
+            if reply_at >= end:
+                break
+            base = f"Re: {subject}"
+            if agent_turn:
+                mid = f"reelbox.{i}.{turn}.{tokens[i][:6]}@reelbox.example"
+                reply = f"{pick.pick(AGENT_REPLIES[batch.kind])}\n\n{agent}\nReelbox Support"
+                who = _address(f"{agent} at Reelbox", SUPPORT_ADDRESS)
+                headers = [
+                    ("From", who),
+                    ("To", _address(display, customer)),
+                    ("Subject", base),
+                    ("Date", _rfc2822(reply_at, 0)),
+                    ("Message-ID", f"<{mid}>"),
+                    ("In-Reply-To", f"<{chain[-1]}>"),
+                    ("References", " ".join(f"<{m}>" for m in chain)),
+                ]
+                quoted = _quote(prev_text, prev_who, prev_at, outlook=False)
+                add(reply_at, _render(headers, reply, pick, quoted=quoted, html=0.0))
+                ids.append(mid)
+                chain.append(mid)
+                if pick.chance(0.015):  # the customer's out-of-office answers the agent
+                    ooo = f"ooo.{i}.{turn}@{host}"
+                    ooo_at = reply_at + timedelta(seconds=5 + int(pick.u() * 60))
+                    note = pick.pick(OUT_OF_OFFICE).format(
+                        day=(reply_at + timedelta(days=7)).strftime("%B %d"),
+                        phone=pick.pick(PHONES),
+                    )
+                    add(
+                        ooo_at,
+                        f"From: {_address(display, customer)}\nTo: {SUPPORT_ADDRESS}\n"
+                        f"Subject: Automatic reply: {base}\nDate: {_rfc2822(ooo_at, offset)}\n"
+                        f"Message-ID: <{ooo}>\nIn-Reply-To: <{mid}>\n"
+                        f"Auto-Submitted: auto-replied\nX-Autoreply: yes\nMIME-Version: 1.0\n"
+                        f'Content-Type: text/plain; charset="utf-8"\n\n{note}\n',
+                    )
+                    ids.append(ooo)
+                    marks["auto_messages"] += 1
+                prev_text, prev_who = reply, f"{agent} at Reelbox <{SUPPORT_ADDRESS}>"
+                p_next = 0.45 if turn == 1 else 0.25
+            else:
+                mid = f"{tokens[i]}.{i}.{turn}@{host}"
+                reply = _fill(pick.pick(FOLLOWUPS[kind]), pick)
+                if pick.chance(0.3):
+                    reply = f"{reply}\n\n{pick.pick(SIGNOFFS)}\n{display}"
+                roll = pick.u()
+                headers = [
+                    ("From", _address(display, customer)),
+                    ("To", SUPPORT_ADDRESS),
+                    ("Date", _rfc2822(reply_at, offset)),
+                    ("Message-ID", f"<{mid}>"),
+                    ("X-Mailer", client),
+                ]
+                if roll < 0.03:  # no headers and no "Re:": a new mail as far as anyone can tell
+                    headers.insert(2, ("Subject", subject))
+                    marks["dropped_all_headers"] += 1
+                    headerless.append(mid)
+                elif roll < 0.13:  # webmail on a phone: "Re:" kept, threading headers lost
+                    headers.insert(2, ("Subject", pick.pick(REPLY_PREFIXES) + subject))
+                    marks["dropped_all_headers"] += 1
+                    headerless.append(mid)
+                else:
+                    headers.insert(2, ("Subject", pick.pick(REPLY_PREFIXES) + subject))
+                    headers.append(("In-Reply-To", f"<{chain[-1]}>"))
+                    if roll < 0.28:  # References dropped, In-Reply-To kept
+                        marks["dropped_references"] += 1
+                    else:
+                        headers.append(("References", " ".join(f"<{m}>" for m in chain)))
+                quoted = _quote(prev_text, prev_who, prev_at, outlook=pick.chance(0.3))
+                add(reply_at, _render(headers, reply, pick, quoted=quoted, html=0.08))
+                ids.append(mid)
+                chain.append(mid)
+                prev_text, prev_who = reply, f"{display} <{customer}>"
+                p_next = 0.6
+            prev_at = reply_at
+        conversations.append(
+            MailConversation(
+                root_id=root,
+                message_ids=tuple(ids),
+                customer=customer,
+                topic=batch.topic,
+                kind=batch.kind,
+                pool=batch.pool,
+                created_at=at,
+                subject=subject,
+                cancel=cancel,
+                headerless=tuple(headerless),
+            )
+        )
+    # Machine mail on its own: bounces of answers to mistyped addresses and
+    # auto-replies that name no message. Never a complaint, never a ticket that counts.
+    n_auto = max(2, int(rng.binomial(max(n, 1), 0.004)))
+    auto_at = np.sort(rng.integers(0, days * 86400, size=n_auto)).tolist()
+    for k, offset_s in enumerate(auto_at):
+        at = origin + timedelta(seconds=int(offset_s))
+        mid = f"auto.{k}.{int(pick.u() * 1e12):x}@mx.reelbox.example"
+        if k % 2 == 0:
+            to = f"{pick.pick(FIRST)}.{pick.pick(LAST)}@exmaple.com"
+            raw = _bounce(at, k, mid, to, pick.pick(COMPLAINT_SUBJECTS["pricing"]), pick)
+            who = "MAILER-DAEMON@mx.reelbox.example"
+        else:
+            who = f"{pick.pick(FIRST)}.{pick.pick(LAST)}@example.net"
+            raw = (
+                f"From: {who}\nTo: {SUPPORT_ADDRESS}\nSubject: Out of Office\n"
+                f"Date: {_rfc2822(at, 0)}\nMessage-ID: <{mid}>\nPrecedence: auto_reply\n"
+                f'MIME-Version: 1.0\nContent-Type: text/plain; charset="utf-8"\n\n'
+                f"{OUT_OF_OFFICE[1]}\n"
+            )
+        add(at, raw)
+        marks["auto_messages"] += 1
+        subject = "Undelivered Mail Returned to Sender" if k % 2 == 0 else "Out of Office"
+        conversations.append(MailConversation(mid, (mid,), who, None, "auto", None, at, subject))
+    return mails, conversations, marks
+
+
+_FROM_LINE_RE = re.compile(r"^(>*From )", re.MULTILINE)
+
+
+def _write_mbox(path: Path, mails: list[_Mail]) -> None:
+    """mboxrd: a ``From `` line before each message, ``From `` in bodies escaped."""
+    mails.sort(key=lambda m: (m.at, m.seq))
+    chunks = []
+    for mail in mails:
+        stamp = mail.at.strftime("%a %b %d %H:%M:%S %Y")
+        body = _FROM_LINE_RE.sub(r">\1", mail.raw)
+        chunks.append(f"From MAILER-DAEMON {stamp}\n{body}\n")
+    path.write_bytes("".join(chunks).encode("utf-8"))
+
+
+def _mailbox_truth(
+    path: Path,
+    mails: list[_Mail],
+    conversations: list[MailConversation],
+    marks: dict[str, int],
+    start: date,
+    days: int,
+) -> MailboxTruth:
+    per_day: dict[str, list[int]] = {t: [0] * days for t in TOPICS}
+    origin = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    for c in conversations:
+        if c.kind == "complaint" and c.topic is not None:
+            per_day[c.topic][(c.created_at - origin).days] += 1
+    return MailboxTruth(
+        path=path,
+        conversations=tuple(conversations),
+        messages=len(mails),
+        thread_of={m: c.root_id for c in conversations for m in c.message_ids},
+        complaints_per_day=per_day,
+        **marks,
+    )
 
 
 def _events(start: date, days: int) -> tuple[PlantedEvent, ...]:
@@ -1025,8 +1493,9 @@ def generate(
     start: date = date(2024, 11, 1),
     days: int = 730,
     volume: float = 1.0,
+    mailbox: bool = True,
 ) -> DemoTruth:
-    """Write ``tickets.csv`` and ``changes.yaml`` for Reelbox into ``out_dir``.
+    """Write ``tickets.csv``, ``changes.yaml`` and ``support.mbox`` for Reelbox into ``out_dir``.
 
     ``volume`` scales every count (1.0 is ~150-250 tickets a day); the story's
     dates move with ``start``. The same arguments always give the same bytes.
@@ -1051,6 +1520,15 @@ def generate(
     for topic in TOPICS:
         days_of = [b.day for b in batches if b.topic == topic and b.kind == "complaint"]
         per_day[topic] = np.bincount(np.concatenate(days_of), minlength=days).tolist()
+    mail_truth = None
+    if mailbox:
+        # Its own stream of random numbers: the tickets of a seed never change with the mail.
+        mails, conversations, marks = _mailbox(
+            np.random.default_rng([seed, MAIL_STREAM]), start, days, volume
+        )
+        mbox_path = out_dir / "support.mbox"
+        _write_mbox(mbox_path, mails)
+        mail_truth = _mailbox_truth(mbox_path, mails, conversations, marks, start, days)
     return DemoTruth(
         tickets_path=tickets_path,
         changes_path=changes_path,
@@ -1063,6 +1541,7 @@ def generate(
         reverts={c["id"]: c["reverts"] for c in changes if c.get("reverts")},
         change_ids=tuple(c["id"] for c in changes),
         complaints_per_day=per_day,
+        mailbox=mail_truth,
     )
 
 
@@ -1078,6 +1557,9 @@ def main() -> None:  # pragma: no cover
     )
     took = clock.perf_counter() - began
     print(f"{truth.tickets} tickets in {took:.1f} s -> {truth.tickets_path}")
+    if truth.mailbox is not None:
+        mail = truth.mailbox
+        print(f"{len(mail.conversations)} conversations, {mail.messages} messages -> {mail.path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

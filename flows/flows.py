@@ -172,6 +172,11 @@ def detect(con: duckdb.DuckDBPyConnection, settings: Settings, now: datetime) ->
     return pipeline.detect_anomalies(con, settings, now=now).height
 
 
+@task(cache_policy=NONE)
+def detect_emergent(con: duckdb.DuckDBPyConnection, now: datetime) -> list[str]:
+    return pipeline.detect_emergent(con, now=now)["topic"].to_list()
+
+
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=[30, 120])
 def send_alerts(con: duckdb.DuckDBPyConnection, settings: Settings, now: datetime) -> list[Any]:
     """Retrying is safe: the delivery ledger skips what was already sent."""
@@ -221,10 +226,17 @@ def monitor_flow(config: str = "backlash.toml", now: datetime | None = None) -> 
     with warehouse(settings, "monitor") as con:
         load_changes(con, settings)
         found = detect(con, settings, now)
+        emerging = detect_emergent(con, now)
         deliveries = send_alerts(con, settings, now)
         _anomalies_artifact(con)
-    get_run_logger().info("%d anomalies, %d deliveries", found, len(deliveries))
-    return {"anomalies": found, "deliveries": [asdict(d) for d in deliveries]}
+    get_run_logger().info(
+        "%d anomalies, %d deliveries, emerging: %s", found, len(deliveries), emerging or "-"
+    )
+    return {
+        "anomalies": found,
+        "emerging": emerging,
+        "deliveries": [asdict(d) for d in deliveries],
+    }
 
 
 @flow(name="run", log_prints=True)  # its subflows notify on failure

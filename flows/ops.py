@@ -62,9 +62,13 @@ def digest_rows(con: duckdb.DuckDBPyConnection, *, now: datetime) -> dict[str, A
         "ORDER BY topic = '*' DESC, 2 DESC",
         [since, now],
     ).fetchall()
+    emerging = con.execute(
+        "SELECT topic, terms, tickets FROM marts.emergent_topics ORDER BY z DESC"
+    ).fetchall()
     return {
         "anomalies": [dict(zip(columns, row, strict=True)) for row in recent],
         "complaints": [{"topic": t, "complaints": c, "tickets": n} for t, c, n in day],
+        "emerging": [{"topic": t, "terms": list(terms), "tickets": n} for t, terms, n in emerging],
     }
 
 
@@ -91,6 +95,12 @@ def compose_digest(
             f"{a['expected']:.0f} expected ({a['ratio']:.1f}x) since "
             f"{a['started_at']:%a %d %b}, severity {a['severity']}, {cause}"
         )
+    if content["emerging"]:
+        lines += ["", "New words in complaints (no topic of ours names them yet):"]
+        lines += [
+            f"  {e['topic']}: {e['tickets']} complaints ({', '.join(e['terms'])})"
+            for e in content["emerging"]
+        ]
     lines += ["", "Complaints in the last day by topic:"]
     lines += [
         f"  {c['topic'] if c['topic'] != '*' else 'all'}: {c['complaints']} of {c['tickets']}"
@@ -107,7 +117,7 @@ def compose_failure(
 ) -> EmailMessage:
     msg = EmailMessage()
     # One line: exception text may hold CR/LF, never let it into a header.
-    first = " ".join(message.split())[:120]
+    first = mask_pii(" ".join(message.split()))[:120]
     msg["Subject"] = f"backlash flow {flow_name} failed: {first}"
     msg["From"] = sender
     msg["To"] = ", ".join(to)
@@ -145,6 +155,8 @@ def deliver(
             user=alerts.user,
             password=secret(alerts.password_env, what="[alerts]"),
             timeout=alerts.timeout_seconds,
+            retries=alerts.retries,
+            backoff=alerts.retry_backoff_seconds,
         )
         if result.status != "sent":
             log.warning("%s not delivered by SMTP: %s", name, result.detail)

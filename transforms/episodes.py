@@ -93,7 +93,17 @@ def episodes(
     """
     cols = ["series", "ts", "value", "expected", "upper", "p_value", "score", "is_anomaly"]
     frame = (
-        scored.select(*cols, pl.col("dispersion").fill_null(0.0))
+        scored.select(
+            *cols,
+            pl.col("dispersion").fill_null(0.0),
+            (pl.col("rise_lead") if "rise_lead" in scored.columns else pl.lit(0))
+            .fill_null(0)
+            .cast(pl.Int64)
+            .alias("_lead"),
+            (pl.col("baseline") if "baseline" in scored.columns else pl.col("expected")).alias(
+                "_cf"
+            ),
+        )
         .with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
         .filter(pl.col("ts") + step <= now)
         .sort("series", "ts")
@@ -104,16 +114,21 @@ def episodes(
     anomalous = frame.filter(pl.col("is_anomaly"))
     if anomalous.is_empty():
         return pl.DataFrame()
-    runs = anomalous.with_columns(
+    runs = anomalous.sort("series", "ts").with_columns(
         (pl.col("_i").diff().over("series").fill_null(max_gap + 2) > max_gap + 1)
         .cum_sum()
         .alias("_ep")
     )
     bounds = runs.group_by("_ep").agg(
         pl.col("series").first(),
-        pl.col("_i").min().alias("_start"),
+        # A slow burn starts where its rise began, before the bucket that
+        # revealed it (``detect``'s rise_lead); a sudden spike at its bucket.
+        # Only the first bucket's lead counts: later ones must not move the
+        # onset (and with it the alert_id) as the episode grows.
+        (pl.col("_i") - pl.col("_lead")).first().alias("_start"),
         pl.col("_i").max().alias("_end"),
-        pl.col("ts").min().alias("started_at"),
+        (pl.col("ts") - pl.col("_lead") * pl.lit(step)).first().alias("started_at"),
+        pl.col("ts").min().alias("_first_flag"),
         pl.col("ts").max().alias("last_anomalous_at"),
         # Peak = largest excess: scores saturate at 1 for any big spike.
         pl.col("ts").sort_by(pl.col("value") - pl.col("expected")).last().alias("peak_at"),
@@ -131,8 +146,10 @@ def episodes(
         inside.group_by("_ep")
         .agg(
             pl.col("value").sum().alias("observed"),
-            pl.col("expected").sum().alias("expected"),
-            pl.col("expected").alias("_mus"),
+            # Counterfactual: the pre-onset level, not one the episode has
+            # already dragged up (see ``detect``'s baseline).
+            pl.col("_cf").sum().alias("expected"),
+            pl.col("_cf").alias("_mus"),
             pl.col("dispersion").alias("_phis"),
         )
         .sort("_ep")
@@ -163,7 +180,7 @@ def episodes(
         (pl.col("observed") / pl.col("expected").clip(lower_bound=1e-9)).alias("ratio"),
         # Bonferroni over the episode's anomalous buckets: conservative, simple.
         (pl.col("_pmin") * n_anom).clip(upper_bound=1.0).alias("p_value"),
-        (pl.col("started_at") + step).alias("detected_at"),
+        (pl.col("_first_flag") + step).alias("detected_at"),
     ).with_columns(
         severity_expr(pl.col("ratio"), pl.col("excess"), severity).alias("severity"),
         severity_expr(
@@ -188,5 +205,14 @@ def episodes(
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
     )
     return out.drop(
-        "_ep", "_start", "_end", "_first_obs", "_first_exp", "_pmin", "_n_anom", "_mus", "_phis"
+        "_ep",
+        "_start",
+        "_end",
+        "_first_flag",
+        "_first_obs",
+        "_first_exp",
+        "_pmin",
+        "_n_anom",
+        "_mus",
+        "_phis",
     ).sort("series", "started_at")

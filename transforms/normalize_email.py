@@ -47,7 +47,10 @@ def normalize_email(
     this source already in ``core.messages``: replies whose References were cut
     then join the ticket their parent is in; with ``subject``, ``author_key``
     and ``created_at`` as well, a reply that lost all its headers joins by the
-    subject fallback too. Messages without a Date take their
+    subject fallback too; with ``body`` (and ``is_auto``) as well, a conversation
+    the batch continues gets its ticket rebuilt from all its messages, so a later
+    "any update?" does not replace the words (and label) it started with.
+    Messages without a Date take their
     first Received time, else ``ingested_at``. ``support_addresses`` (full
     addresses or ``@domain``) are the team's own: their mail is never the
     customer's, so a conversation the team opened is still requested by the
@@ -115,8 +118,11 @@ def normalize_email(
             *optional,
         ).filter(pl.col("message_id").is_not_null())
     threaded = thread_messages(frame, window=window, known=known).with_columns(
-        ticket_key=pl.lit(f"{source}:") + pl.col("thread_id")
+        ticket_key=pl.lit(f"{source}:") + pl.col("thread_id"), _prior=pl.lit(False)
     )
+    prior = _prior_messages(known_threads, threaded, source)
+    if prior is not None:
+        threaded = pl.concat([threaded, prior], how="diagonal_relaxed")
 
     # The customer is whoever opened the conversation (the first human sender
     # who is not the support team).
@@ -141,7 +147,7 @@ def normalize_email(
         & ~pl.col("_own")
     )
     messages_out = conform(
-        messages.with_columns(
+        messages.filter(~pl.col("_prior")).with_columns(
             message_key=pl.lit(f"{source}:") + pl.col("message_id"),
             source=pl.lit(source),
             author_key=pl.col("from_addr"),
@@ -173,6 +179,44 @@ def normalize_email(
         ingested_at=pl.lit(ingested_at).cast(UTC_TS),
     )
     return Normalized(tickets=conform(tickets, TICKETS), messages=messages_out, rejects=rejects)
+
+
+def _prior_messages(
+    known_threads: pl.DataFrame | None, threaded: pl.DataFrame, source: str
+) -> pl.DataFrame | None:
+    """Stored messages of the conversations this batch continues, to rebuild their tickets.
+
+    A ticket row is labelled from its subject and body; built from a batch that
+    holds only "Any update?" it would relabel a complaint as nothing. With the
+    stored ``body`` (and ``subject``, ``author_key``, ``created_at``, optionally
+    ``is_auto``) in ``known_threads``, a continued conversation's ticket is rebuilt
+    from all its messages, so its subject, body and label stay those of its start.
+    """
+    needed = {"message_id", "ticket_key", "subject", "author_key", "created_at", "body"}
+    if known_threads is None or known_threads.height == 0:
+        return None
+    if not needed <= set(known_threads.columns):
+        return None
+    touched = threaded.get_column("ticket_key").unique().to_list()
+    new_ids = threaded.get_column("message_id").to_list()
+    prefix = f"{source}:"
+    is_auto = (
+        pl.col("is_auto").fill_null(False) if "is_auto" in known_threads.columns else pl.lit(False)
+    )
+    prior = known_threads.filter(
+        pl.col("ticket_key").is_in(touched) & ~pl.col("message_id").is_in(new_ids)
+    ).select(
+        pl.col("message_id"),
+        pl.col("subject"),
+        pl.col("author_key").alias("from_addr"),
+        pl.col("created_at").cast(UTC_TS).alias("date"),
+        pl.col("body"),
+        is_auto.alias("is_auto"),
+        pl.col("ticket_key").str.strip_prefix(prefix).alias("thread_id"),
+        pl.col("ticket_key"),
+        _prior=pl.lit(True),
+    )
+    return prior if prior.height else None
 
 
 def dedupe_against(

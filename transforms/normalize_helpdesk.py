@@ -116,6 +116,7 @@ def _project(
 ) -> tuple[pl.DataFrame, list[tuple[str, str, str]], list[Any]]:
     """Flat text rows of the fields we read; non-objects and id-less records are rejects."""
     rows: list[dict[str, Any]] = []
+    payloads: list[Any] = []
     rejects: list[tuple[str, str, str]] = []
     for record in records:
         if not isinstance(record, Mapping):
@@ -124,15 +125,13 @@ def _project(
         if record.get("id") is None:
             rejects.append((_anonymous_id(record), "missing id", _dump(record)))
             continue
-        row = fields(record)
-        row["__payload"] = record
-        rows.append(row)
+        rows.append(fields(record))
+        payloads.append(record)
+    # Column by column: Polars builds a typed column from a list in one call,
+    # several times faster than from row dicts at 50k rows a batch.
     frame = pl.DataFrame(
-        [{k: v for k, v in r.items() if k != "__payload"} for r in rows],
-        schema=schema,
-        orient="row",
+        [pl.Series(name, [row[name] for row in rows], dtype) for name, dtype in schema.items()]
     )
-    payloads = [r["__payload"] for r in rows]
     return frame.with_row_index("__row"), rejects, payloads
 
 

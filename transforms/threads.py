@@ -127,21 +127,30 @@ def thread_messages(
     for prev, cur in pairwise(keyed if subject_fallback != "off" else []):
         i = cur[4]
         same_key = prev[0] == cur[0] and prev[1] == cur[1]
-        unlinked = not replies[i] and not refs[i]
+        # Known messages were threaded when they were stored (their links are not
+        # passed here): they may be the earlier message a reply joins, never the
+        # reply, or every "Re: Refund" the team ever sent would become one thread.
+        unlinked = i < n_new and not replies[i] and not refs[i]
         claims_reply = subject_fallback == "all" or has_reply_prefix(subjects[i])
         if same_key and unlinked and claims_reply and cur[2] - prev[2] <= window:
             uf.union(prev[3], cur[3])
 
-    # The canonical id of each conversation: a known thread id if it has one,
-    # else the claimed root (References[0] / In-Reply-To / own id) of its earliest message.
+    # The canonical id of each conversation: a known thread id if it has one, else
+    # the root its earliest message claims. References[0] (or a message's own id when
+    # it answers nothing) names the root; In-Reply-To names only the parent, which is
+    # the root only in a two-message thread, so it is the last resort: a reply whose
+    # client dropped References must not rename a thread another message roots.
     best: dict[str, tuple[int, datetime, str, str]] = {}
     for i, msg_id in enumerate(ids):
         root = uf.find(msg_id)
         if msg_id in fixed:
             candidate = (0, dates[i] or _FAR_FUTURE, fixed[msg_id], fixed[msg_id])
+        elif refs[i] and refs[i][0]:
+            candidate = (1, dates[i] or _FAR_FUTURE, msg_id, refs[i][0])
+        elif not replies[i]:
+            candidate = (1, dates[i] or _FAR_FUTURE, msg_id, msg_id)
         else:
-            claimed = (refs[i][0] if refs[i] else None) or replies[i] or msg_id
-            candidate = (1, dates[i] or _FAR_FUTURE, msg_id, claimed)
+            candidate = (2, dates[i] or _FAR_FUTURE, msg_id, replies[i])
         if root not in best or candidate < best[root]:
             best[root] = candidate
     thread_ids = [best[uf.find(msg_id)][3] for msg_id in ids[:n_new]]

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
+import orjson
 import polars as pl
 
 from connectors.base import Cursor, Page
@@ -75,39 +76,53 @@ def ensure_raw_table(con: duckdb.DuckDBPyConnection, source: str) -> str:
     return table
 
 
+def _payload_text(record: Any) -> bytes:
+    """Canonical JSON of a record (sorted keys, UTF-8): equal records, equal hashes.
+
+    orjson, ~5x faster than ``json.dumps`` at 2 KB a record, which at a million
+    records was the largest cost of raw landing; ``json`` only for what orjson
+    refuses (integers beyond 64 bits).
+    """
+    try:
+        return orjson.dumps(
+            record, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str
+        )
+    except orjson.JSONEncodeError:
+        return json.dumps(record, sort_keys=True, ensure_ascii=False, default=str).encode()
+
+
 def _raw_frame(source: str, page: Page, fetched_at: datetime) -> pl.DataFrame:
-    texts: list[str | None] = []
+    texts: list[bytes | None] = []
     blobs: list[bytes | None] = []
     hashes: list[str] = []
+    sha256 = hashlib.sha256
     for record in page.records:
         if isinstance(record, bytes):
             texts.append(None)
             blobs.append(record)
-            hashes.append(hashlib.sha256(record).hexdigest())
+            hashes.append(sha256(record).hexdigest())
         else:
-            text = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+            text = _payload_text(record)
             texts.append(text)
             blobs.append(None)
-            hashes.append(hashlib.sha256(text.encode()).hexdigest())
-    return pl.DataFrame(
-        {
-            "source": [source] * len(hashes),
-            "stream": [page.stream] * len(hashes),
-            "record_id": [str(r) for r in page.record_ids],
-            "fetched_at": [fetched_at] * len(hashes),
-            "payload_hash": hashes,
-            "payload": texts,
-            "payload_bytes": blobs,
-        },
-        schema={
-            "source": pl.String,
-            "stream": pl.String,
-            "record_id": pl.String,
-            "fetched_at": pl.Datetime("us", "UTC"),
-            "payload_hash": pl.String,
-            "payload": pl.String,
-            "payload_bytes": pl.Binary,
-        },
+            hashes.append(sha256(text).hexdigest())
+    frame = pl.DataFrame(
+        [
+            pl.Series("record_id", [str(r) for r in page.record_ids], pl.String),
+            pl.Series("payload_hash", hashes, pl.String),
+            # orjson writes valid UTF-8: one vectorised cast, no per-record decode.
+            pl.Series("payload", texts, pl.Binary).cast(pl.String),
+            pl.Series("payload_bytes", blobs, pl.Binary),
+        ]
+    )
+    return frame.select(
+        pl.lit(source, pl.String).alias("source"),
+        pl.lit(page.stream, pl.String).alias("stream"),
+        "record_id",
+        pl.lit(fetched_at).cast(pl.Datetime("us", "UTC")).alias("fetched_at"),
+        "payload_hash",
+        "payload",
+        "payload_bytes",
     ).unique(subset=["record_id", "payload_hash"], keep="first", maintain_order=True)
 
 
@@ -183,8 +198,9 @@ def upsert_tickets(con: duckdb.DuckDBPyConnection, tickets: pl.DataFrame) -> int
     or differs, so loading the same batch twice leaves the same rows.
 
     The earliest ``created_at`` and its text win (an email thread's first
-    message stays its subject when a reply lands in a later run); status, tags
-    and deletion follow the latest ``updated_at``.
+    message stays its subject when a reply lands in a later run), and for the
+    same start the latest version's text; status, tags and deletion follow the
+    latest ``updated_at``.
     """
     if tickets.is_empty():
         return 0
@@ -198,15 +214,27 @@ def upsert_tickets(con: duckdb.DuckDBPyConnection, tickets: pl.DataFrame) -> int
     return batch.height
 
 
+# Whose subject and body win. An earlier start wins (an email thread's first
+# message stays its subject when a reply lands in a later run); for the same
+# ticket start, the newer version wins (an agent edited a helpdesk subject).
+_NEWER_TEXT = (
+    "(excluded.created_at < core.tickets.created_at"
+    " OR (excluded.created_at = core.tickets.created_at"
+    "     AND excluded.updated_at >= core.tickets.updated_at))"
+)
+
+
 def _upsert_tickets_sql(con: duckdb.DuckDBPyConnection, cols: str) -> None:
     con.execute(
         f"INSERT INTO core.tickets ({cols}) SELECT {cols} FROM batch "
         "ON CONFLICT (ticket_key) DO UPDATE SET "
         " created_at = least(core.tickets.created_at, excluded.created_at),"
-        " subject = CASE WHEN excluded.created_at < core.tickets.created_at"
-        "   THEN excluded.subject ELSE coalesce(core.tickets.subject, excluded.subject) END,"
-        " body = CASE WHEN excluded.created_at < core.tickets.created_at"
-        "   THEN excluded.body ELSE coalesce(core.tickets.body, excluded.body) END,"
+        " subject = CASE WHEN "
+        + _NEWER_TEXT
+        + " THEN coalesce(excluded.subject, core.tickets.subject)"
+        "   ELSE coalesce(core.tickets.subject, excluded.subject) END,"
+        " body = CASE WHEN " + _NEWER_TEXT + " THEN coalesce(excluded.body, core.tickets.body)"
+        "   ELSE coalesce(core.tickets.body, excluded.body) END,"
         " updated_at = greatest(core.tickets.updated_at, excluded.updated_at),"
         " channel = excluded.channel, status = excluded.status, priority = excluded.priority,"
         " requester_key = coalesce(excluded.requester_key, core.tickets.requester_key),"

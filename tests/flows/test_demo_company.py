@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from connectors.calendar import read_changes
+from connectors.mailbox import MailboxSource
 from flows.demo_company import TOPIC_TAG, DemoTruth, generate
+from transforms.mime import ParsedMessage, parse_message
 
 COLUMNS = ["id", "created_at", "subject", "body", "channel", "requester", "tags", "status"]
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -231,3 +233,123 @@ def test_price_rise_has_a_second_bump_and_cancel_intent(
     share = sum("cancel" in r["tags"].split() for r in in_backlash) / len(in_backlash)
     quiet_share = sum("cancel" in r["tags"].split() for r in quiet) / len(quiet)
     assert share > 0.3 > 0.1 > quiet_share
+
+
+# --------------------------------------------------------------------------- the mailbox
+
+
+def test_mailbox_does_not_change_the_tickets_and_is_deterministic(
+    tmp_path: Path, small: DemoTruth
+) -> None:
+    assert small.mailbox is not None
+    without = generate(tmp_path / "without", seed=3, volume=0.1, mailbox=False)
+    assert without.mailbox is None
+    assert not (tmp_path / "without" / "support.mbox").exists()
+    assert without.tickets_path.read_bytes() == small.tickets_path.read_bytes()
+    again = generate(tmp_path / "again", seed=3, volume=0.1)
+    assert again.mailbox is not None
+    assert again.mailbox.path.read_bytes() == small.mailbox.path.read_bytes()
+    other = generate(tmp_path / "other", seed=4, volume=0.1)
+    assert other.mailbox is not None
+    assert other.mailbox.path.read_bytes() != small.mailbox.path.read_bytes()
+
+
+def parsed_mailbox(truth: DemoTruth) -> list[ParsedMessage]:
+    assert truth.mailbox is not None
+    pages = MailboxSource("demo", path=truth.mailbox.path, batch_size=10_000).pages({})
+    return [parse_message(raw) for page in pages for raw in page.records]  # type: ignore[arg-type]
+
+
+def test_mailbox_holds_the_conversations_its_truth_claims(small: DemoTruth) -> None:
+    mailbox = small.mailbox
+    assert mailbox is not None
+    messages = parsed_mailbox(small)
+    assert len(messages) == mailbox.messages == len(mailbox.thread_of)
+    by_id = {m.message_id: m for m in messages}
+    assert set(by_id) == set(mailbox.thread_of)
+    dates = [m.date for m in messages]
+    assert all(d is not None for d in dates)
+    assert dates == sorted(dates)  # type: ignore[type-var]
+    for conv in mailbox.conversations:
+        first = by_id[conv.root_id]
+        assert first.subject == conv.subject
+        assert first.date == conv.created_at
+        assert first.from_addr == conv.customer.lower()
+        assert first.in_reply_to is None
+        assert not first.references
+        for mid in conv.message_ids[1:]:
+            reply = by_id[mid]
+            assert reply.date is not None
+            assert reply.date > first.date
+            if mid not in conv.headerless and not reply.is_auto:
+                assert reply.in_reply_to in conv.message_ids
+            if mid in conv.headerless:
+                assert reply.in_reply_to is None
+                assert not reply.references
+    assert sum(len(c.headerless) for c in mailbox.conversations) == mailbox.dropped_all_headers
+    # Share of the ticket volume, as planned.
+    assert 0.08 < len(mailbox.conversations) / small.tickets < 0.16
+
+
+def test_mailbox_is_as_messy_as_real_support_mail(small: DemoTruth) -> None:
+    mailbox = small.mailbox
+    assert mailbox is not None
+    raw = mailbox.path.read_bytes().decode("utf-8")
+    messages = parsed_mailbox(small)
+    for marker in (
+        "Content-Transfer-Encoding: quoted-printable",
+        "Content-Transfer-Encoding: base64",
+        "Content-Type: multipart/alternative",
+        "Content-Type: multipart/report",
+        "=?utf-8?",  # RFC 2047 display names
+        "Subject: AW: ",
+        "Subject: RE: ",
+        "-----Original Message-----",
+        "wrote:\n> ",
+        "Auto-Submitted: auto-replied",
+    ):
+        assert marker in raw, marker
+    html_only = [m for m in raw.split("\nFrom MAILER-DAEMON ") if "Content-Type: text/html" in m]
+    assert any("multipart/alternative" not in m for m in html_only)
+    assert any(m.from_name and not m.from_name.isascii() for m in messages)
+    auto = [m for m in messages if m.is_auto]
+    assert len(auto) == mailbox.auto_messages
+    assert sum(c.is_auto for c in mailbox.conversations) >= 2
+    assert mailbox.dropped_references > 0
+    assert any(re.search(r"\d{3}[-. )]+\d{3}[-. ]\d{4}", m.body) for m in messages)
+    # Every message's own words were found (quotes cut), none is empty.
+    assert all(m.body.strip() for m in messages)
+    assert not any(line.startswith(">") for m in messages for line in m.body.splitlines())
+    assert not any("wrote:" in m.body for m in messages)
+
+
+def test_mailbox_texts_follow_the_story(small: DemoTruth) -> None:
+    mailbox = small.mailbox
+    assert mailbox is not None
+    by_pool: dict[str | None, int] = Counter(c.pool for c in mailbox.conversations)
+    for pool in ("price-rise", "dvd-split", "profiles-removal"):
+        assert by_pool[pool] > 0, pool
+    rise = small.event("price-rise").onset
+    for conv in mailbox.conversations:
+        if conv.pool == "price-rise":
+            assert conv.created_at.date() >= rise
+            assert conv.topic == "pricing"
+            assert conv.kind == "complaint"
+
+
+@pytest.mark.slow
+def test_backlashes_are_visible_in_the_mailbox(
+    full: tuple[DemoTruth, list[dict[str, str]]],
+) -> None:
+    truth, _ = full
+    mailbox = truth.mailbox
+    assert mailbox is not None
+    for event in truth.events:
+        daily = mailbox.complaints_per_day[event.topic]
+        onset = (event.onset - truth.start).days
+        before = sum(daily[onset - 28 : onset]) / 28
+        during = sum(daily[onset : onset + event.peak_days]) / event.peak_days
+        if event.spike_expected:
+            assert during > 0.5 * event.peak_factor * before, (event, during, before)
+        else:
+            assert during < 2.5 * max(before, 0.5), (event, during, before)

@@ -90,7 +90,25 @@ def test_every_generated_ticket_lands_or_is_quarantined(demo_run: dict[str, Any]
 
     records = sum(len(p.records) for p in FileSource("x", path=settings.sources[0].path).pages({}))
     assert records <= rows
-    assert loaded["core.tickets"] + loaded["meta.quarantine"] == records
+    con = duckdb.connect(str(settings.warehouse.path), read_only=True)
+    try:
+        file_tickets = con.execute(
+            "SELECT count(*) FROM core.tickets WHERE source = 'support'"
+        ).fetchone()
+        quarantined = con.execute(
+            "SELECT count(*) FROM meta.quarantine WHERE source = 'support'"
+        ).fetchone()
+        mail = con.execute(
+            "SELECT count(*) FROM core.tickets WHERE source = 'support-mail'"
+        ).fetchone()
+    finally:
+        con.close()
+    assert file_tickets is not None
+    assert quarantined is not None
+    assert mail is not None
+    assert file_tickets[0] + quarantined[0] == records
+    # The support mailbox lands too: one ticket per conversation.
+    assert mail[0] > 10_000
     assert loaded["core.ticket_labels"] == loaded["core.tickets"]
 
 
@@ -175,13 +193,16 @@ def test_analyst_views_and_status_tell_the_same_story(demo_run: dict[str, Any]) 
             "--format",
             "json",
             "SELECT (SELECT count(*) FROM marts.tickets_labelled) AS labelled, "
+            "(SELECT count(*) FROM core.tickets WHERE is_auto) AS auto, "
             "(SELECT count(*) FROM marts.open_anomalies) AS open_, "
             "(SELECT max(share_of_all_tickets) FROM marts.daily_complaints_by_topic) AS share",
         ],
     )
     assert views.exit_code == 0, views.output
     row = json.loads(views.output)[0]
-    assert row["labelled"] == demo_run["after_first"]["core.tickets"]
+    # Every ticket but the auto-replies and bounces of the mailbox is counted.
+    assert row["auto"] > 0
+    assert row["labelled"] == demo_run["after_first"]["core.tickets"] - row["auto"]
     open_count = sum(a["status"] != "resolved" for a in anomalies(demo_run))
     assert row["open_"] == open_count
     assert 0 < row["share"] <= 1
@@ -206,3 +227,23 @@ def test_analyst_views_and_status_tell_the_same_story(demo_run: dict[str, Any]) 
         {"flow": "ingest", "ok": 2, "n": 2},
         {"flow": "monitor", "ok": 2, "n": 2},
     ]
+
+
+def test_qwikster_emerges_the_day_after_the_split(demo_run: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    from flows.pipeline import detect_emergent
+    from warehouse.db import connect
+
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(demo_run["settings"].warehouse.path, copy)
+    con = connect(copy)
+    try:
+        at_split = detect_emergent(con, now=datetime(2026, 6, 16, tzinfo=UTC))
+        stored = con.sql("SELECT topic FROM marts.emergent_topics").fetchall()
+        quiet = detect_emergent(con, now=datetime(2026, 9, 10, tzinfo=UTC))
+    finally:
+        con.close()
+    assert "qwikster" in at_split["topic"].to_list()
+    assert ("qwikster",) in stored
+    assert quiet.is_empty()

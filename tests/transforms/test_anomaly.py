@@ -171,3 +171,65 @@ def test_prefix_scores_exactly_as_the_whole(seed: int, cut: int, spike: int) -> 
     prefix = detect(pl.concat(parts).filter(pl.col("ts") < START + timedelta(days=cut)))
     same = whole.filter(pl.col("ts") < START + timedelta(days=cut))
     assert prefix.equals(same)
+
+
+def test_compiled_filter_matches_the_numpy_one() -> None:
+    from transforms import anomaly
+
+    if anomaly._filter_kernel is None:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(3)
+    x = rng.poisson(rng.lognormal(1, 1, 40)[:, None] * np.ones(600)).astype(float)
+    x[3, 100:130] = np.nan  # a gap inside a series
+    x[5, :50] = np.nan  # a series that starts late
+    x[7, 400] += 300
+    for period in (7, 168):
+        slots = np.arange(600) % period
+        fast = anomaly._filter(x, slots, period, min_history=28, clip_z=3.0)
+        slow = anomaly._filter_numpy(x, slots, period, min_history=28, clip_z=3.0)
+        for a, b in zip(fast, slow, strict=True):
+            assert np.array_equal(np.isnan(a), np.isnan(b))
+            assert np.allclose(a, b, rtol=1e-7, equal_nan=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("grain", "steps"), [("day", 500), ("hour", 24 * 120)])
+def test_detect_matrix_makes_the_same_decisions_as_detect(grain: str, steps: int) -> None:
+    from transforms import anomaly
+
+    if anomaly._score_kernel is None:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(11)
+    step = timedelta(days=1) if grain == "day" else timedelta(hours=1)
+    ts = [START + step * i for i in range(steps)]
+    n = 30
+    x = rng.poisson(rng.lognormal(1.5, 1.0, n)[:, None] * np.ones(steps)).astype(float)
+    hits = rng.integers(steps // 2, steps, 25)
+    x[rng.integers(0, n, 25), hits] += rng.integers(10, 80, 25)
+    x[4, steps - 40 :] *= 2.5  # a lasting rise: the window tests' turf
+    names = [f"s{i:02d}" for i in range(n)]  # sorted as detect sorts them
+    frame_in = pl.DataFrame({"series": np.repeat(names, steps), "ts": ts * n, "value": x.ravel()})
+    want = detect(frame_in).with_row_index("r").filter(pl.col("is_anomaly"))["r"].to_numpy()
+    grain_ = infer_grain(pl.Series(ts))
+    slots = anomaly._slot(pl.Series(ts).to_numpy(), grain_)
+    s_idx, t_idx = anomaly.detect_matrix(x, slots, grain_.period, chunk=7)
+    assert want.size >= 10
+    assert sorted((s_idx * steps + t_idx).tolist()) == sorted(want.tolist())
+
+
+def test_gaussian_mode_scores_real_values_causally() -> None:
+    rng = np.random.default_rng(5)
+    n = 3000
+    ts = [START + timedelta(minutes=5 * i) for i in range(n)]
+    x = 40.0 + rng.normal(0, 2.0, n)  # e.g. CPU percent: not counts, can be fractional
+    x[2500:] += 25.0  # a level shift
+    x[1800] = 5.0  # a sudden drop
+    out = detect(frame(ts, x), model="gaussian")
+    found = anomalous_days(out)
+    assert 2500 in found
+    assert 1800 in found
+    assert all(i in (1800, 1801) or i >= 2500 for i in found)
+    prefix = detect(frame(ts[:2200], x[:2200]), model="gaussian")
+    assert prefix.equals(out.head(2200))
+    with pytest.raises(ValueError, match="unknown model"):
+        detect(frame(ts, x), model="prophet")

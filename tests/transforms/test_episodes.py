@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 
 from transforms.anomaly import detect
 from transforms.episodes import Severity, alert_id, episodes
@@ -76,3 +77,26 @@ def test_severity_thresholds_are_parameters() -> None:
 
 def test_quiet_series_has_no_episodes() -> None:
     assert episodes(scored_series({}), now=START + DAY * 300, step=DAY).is_empty()
+
+
+def test_slow_burn_is_measured_against_the_level_before_it() -> None:
+    # +100% reached over two weeks, then held: the adaptive level climbs with
+    # it, so the excess must be counted against the pre-rise baseline.
+    rng = np.random.default_rng(4)
+    days = 330
+    ts = [START + DAY * i for i in range(days)]
+    mu = np.array([40.0 if t.weekday() < 5 else 25.0 for t in ts])
+    ramp = np.clip((np.arange(days) - 280 + 1) / 14, 0.0, 1.0)
+    x = rng.poisson(mu * (1.0 + ramp)).astype(float)
+    scored = detect(pl.DataFrame({"series": "s", "ts": ts, "value": x}))
+    found = episodes(scored, now=START + DAY * days, step=DAY)
+    assert found.height >= 1
+    ep = found.sort("started_at").row(0, named=True)
+    assert START + DAY * 280 <= ep["started_at"] <= START + DAY * 296
+    inside = scored.filter(
+        (pl.col("ts") >= ep["started_at"]) & (pl.col("ts") <= ep["last_anomalous_at"])
+    )
+    # The counterfactual is at or below the adaptive expectation, never above.
+    assert ep["expected"] <= inside["expected"].sum() + 1e-6
+    assert ep["expected"] == pytest.approx(inside["baseline"].sum())
+    assert ep["ratio"] >= 1.5

@@ -185,3 +185,86 @@ def test_default_taxonomy_names() -> None:
         "account",
         "content",
     ]
+
+
+# --- rules-4 -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My statement shows three charges from you this month. Three!",
+        "Outage during the season finale. Of course.",
+        "The password reset link is expired every single time I click it.",
+        "Someone in another country is using my account and you won't do anything about it.",
+        "Thanks for the update that broke casting. Really appreciated. Not.",
+        "How is a 25% increase justified when nothing has improved?",
+    ],
+)
+def test_problems_stated_without_an_emotional_word_are_complaints(text: str) -> None:
+    row = _one(text)
+    assert row["is_complaint"], row
+    assert row["evidence"]
+
+
+def test_a_question_word_opening_the_subject_does_not_dampen_the_body() -> None:
+    body = "I can't get in and the reset email never arrives."
+    as_subject = _one(body, subject="What happened to my account")
+    as_body_opening = _one("How do I get back in? " + body)
+    assert as_subject["complaint_score"] > as_body_opening["complaint_score"]
+    assert as_subject["is_complaint"]
+
+
+def test_a_fixed_problem_is_not_a_complaint() -> None:
+    broken = _one("The buffering issue from yesterday is back.")
+    fixed = _one("The buffering issue from yesterday is fixed now, thanks!")
+    assert broken["is_complaint"]
+    assert not fixed["is_complaint"]
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("I accidentally clicked cancel but I want to stay. Can you undo it?", False),
+        ("My friend told me she was cancelling hers. Any loyalty perks?", False),
+        ("Is cancellation instant? Asking for my mother, who's thinking about it.", False),
+        ("I didn't cancel anything, yet my account says cancelled.", False),
+        ("Every show I like gets cancelled after one season. I'm done with this service.", True),
+        ("Después de este trato, me voy. Cancelen mi cuenta.", True),
+        ("Nach so einer Behandlung bin ich weg. Schließen Sie mein Konto.", True),
+    ],
+)
+def test_cancel_intent_rules_4(text: str, intent: bool) -> None:
+    assert _one(text)["cancel_intent"] is intent
+
+
+def test_polite_or_personal_cancellations_are_not_complaints() -> None:
+    polite = _one("Please cancel my membership, we're moving abroad. Thanks for everything!")
+    angry = _one("Cancel my membership. Your price hike is a joke.")
+    assert polite["cancel_intent"]
+    assert angry["cancel_intent"]
+    assert not polite["is_complaint"]
+    assert angry["is_complaint"]
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted", "unwanted"),
+    [
+        ("Please change the e-mail address on my account.", "account", "dvd"),
+        ("My book club wants to watch the same documentary.", "content", "playback"),
+        ("Do you offer a student discount?", "pricing", "dvd"),
+        ("Combien de profils puis-je créer ?", "profiles", "pricing"),
+        ("Me bloquearon la cuenta sin motivo.", "account", "pricing"),
+    ],
+)
+def test_topic_phrases_do_not_overmatch(text: str, wanted: str, unwanted: str) -> None:
+    topics = _one(text)["topics"]
+    assert wanted in topics
+    assert unwanted not in topics
+
+
+def test_row_order_and_cancel_flags_survive_the_cancellation_subset() -> None:
+    bodies = [("Cancel my account now." if i % 7 == 0 else f"Hello {i}") for i in range(5_000)]
+    out = label_tickets(_frame(*bodies))
+    assert out["ticket_key"].to_list() == [f"t:{i}" for i in range(5_000)]
+    assert out["cancel_intent"].to_list() == [i % 7 == 0 for i in range(5_000)]

@@ -315,3 +315,27 @@ def test_arbitrary_bytes_parse_or_raise_unparseable_only(raw: bytes) -> None:
         return
     assert isinstance(parsed.text, str)
     assert isinstance(parsed.body, str)
+
+
+def test_rfc2047_words_are_decoded_in_names_subjects_and_attachment_names() -> None:
+    """Headers are parsed as strings (compat32) and decoded only where RFC 2047 says so."""
+    raw = (
+        b"From: =?utf-8?q?In=C3=A8s_Dubois?= <Ines.Dubois@Example.com>\n"
+        b"To: support@acme.test\n"
+        b"Subject: =?utf-8?b?UHJpeCDDoCAxNSDigqw=?= is too much\n"
+        b"Message-ID: <m1@x>\n"
+        b"Date: Tue, 04 Mar 2025 10:00:00 -0500\n"
+        b"MIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="B"\n\n'
+        b"--B\nContent-Type: text/plain; charset=utf-8\n\nThe new price.\n"
+        b"--B\nContent-Type: application/pdf\n"
+        b'Content-Disposition: attachment; filename="=?utf-8?q?R=C3=A9sum=C3=A9.pdf?="\n\n'
+        b"AAAA\n--B--\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.from_name == "Inès Dubois"
+    assert parsed.from_addr == "ines.dubois@example.com"
+    assert parsed.subject == "Prix à 15 € is too much"
+    assert parsed.date == datetime(2025, 3, 4, 15, 0, tzinfo=UTC)
+    assert [a.filename for a in parsed.attachments] == ["Résumé.pdf"]
+    assert parsed.body == "The new price."

@@ -134,6 +134,49 @@ def test_known_messages_let_a_headerless_reply_join_by_subject() -> None:
     assert run([bare], known_threads=known).tickets["ticket_key"].to_list() == ["inbox:a@x"]
 
 
+def test_a_continued_conversation_keeps_the_subject_and_words_it_started_with() -> None:
+    """A later batch with only "Any update?" must not make the ticket about that."""
+    first = run(
+        [
+            mail("a@x"),
+            mail(
+                "b@acme.test",
+                sender="support@acme.test",
+                subject="Re: Price rise",
+                body="Sorry to hear that.",
+                irt="a@x",
+                refs=["a@x"],
+                when=T0 + timedelta(hours=2),
+            ),
+        ],
+        support_addresses=("@acme.test",),
+    )
+    nudge = mail(
+        "c@x",
+        subject="RE: Price rise",
+        body="Any update?",
+        irt="b@acme.test",
+        refs=["a@x", "b@acme.test"],
+        when=T0 + timedelta(days=2),
+    )
+    columns = ["message_id", "ticket_key", "subject", "author_key", "created_at"]
+    stored = first.messages.select(*columns, "body", "is_auto")
+    later = run([nudge], known_threads=stored, support_addresses=("@acme.test",))
+    ticket = later.tickets.row(0, named=True)
+    assert ticket["ticket_key"] == "inbox:a@x"
+    assert ticket["subject"] == "Price rise"
+    assert ticket["body"] == "Your new price is outrageous."
+    assert ticket["created_at"] == T0
+    assert ticket["updated_at"] == T0 + timedelta(days=2)
+    assert ticket["requester_key"] == "ann@example.com"
+    # Only the new message is a message of this batch.
+    assert later.messages["message_id"].to_list() == ["c@x"]
+    assert later.messages["is_customer"].to_list() == [True]
+    # Without the stored bodies the batch can only describe what it holds.
+    bare = run([nudge], known_threads=stored.select(columns)).tickets.row(0, named=True)
+    assert bare["body"] == "Any update?"
+
+
 def test_team_opened_conversation_is_requested_by_the_customer() -> None:
     raws = [
         mail("o@x", sender="support@acme.test", subject="Your plan changes", body="FYI."),

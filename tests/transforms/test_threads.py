@@ -161,6 +161,42 @@ def test_known_threads_join_by_subject_fallback_too() -> None:
     assert later["thread_id"].to_list() == ["old@x"]
 
 
+def test_known_messages_of_one_sender_and_subject_stay_in_their_own_threads() -> None:
+    """The team answers many "Refund" mails with "Re: Refund": stored answers never merge."""
+    known = pl.DataFrame(
+        {
+            "message_id": ["a1@acme.test", "b1@acme.test"],
+            "thread_id": ["a@x", "b@x"],
+            "subject": ["Re: Refund", "Re: Refund"],
+            "from_addr": ["support@acme.test", "support@acme.test"],
+            "date": [T0, T0 + timedelta(hours=5)],
+        }
+    )
+    later = thread_messages(
+        frame([msg("b2@x", irt="b1@acme.test", subject="Re: Refund", hours=30)]), known=known
+    )
+    assert later["thread_id"].to_list() == ["b@x"]
+
+
+def test_references_name_the_root_even_when_an_earlier_reply_lost_them() -> None:
+    """A batch holding only the later part of a thread: In-Reply-To is just the parent."""
+    later = thread_messages(
+        frame(
+            [
+                msg("c2@x", irt="a1@acme.test", subject="Re: Price", hours=30),
+                msg(
+                    "a3@acme.test",
+                    irt="c2@x",
+                    refs=["root@x", "a1@acme.test", "c2@x"],
+                    sender="agent@acme.test",
+                    hours=40,
+                ),
+            ]
+        )
+    )
+    assert set(later["thread_id"]) == {"root@x"}
+
+
 def test_order_of_rows_does_not_change_thread_ids() -> None:
     rows = [
         msg("a@x"),

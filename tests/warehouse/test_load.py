@@ -129,6 +129,28 @@ def test_later_reply_keeps_the_thread_start(con) -> None:
     assert row[2] == "first"
 
 
+def test_newer_version_of_the_same_ticket_updates_its_text(con) -> None:
+    # A helpdesk ticket keeps its created_at; an agent's edit must land.
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    load.upsert_tickets(con, tickets([{"ticket_key": "s:1", "created_at": t0, "subject": "old"}]))
+    load.upsert_tickets(
+        con,
+        tickets(
+            [
+                {
+                    "ticket_key": "s:1",
+                    "created_at": t0,
+                    "updated_at": t0 + timedelta(hours=2),
+                    "subject": "new",
+                    "body": None,
+                }
+            ]
+        ),
+    )
+    row = con.execute("SELECT subject, body, updated_at FROM core.tickets").fetchone()
+    assert row == ("new", "body", t0 + timedelta(hours=2))
+
+
 def page(ids: list[str], cursor: dict, records: list[dict] | None = None) -> Page:
     return Page("tickets", records or [{"id": i} for i in ids], ids, cursor)
 
