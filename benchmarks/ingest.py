@@ -17,9 +17,12 @@ HTTP; every contender reads the very same files. backlash reads them through
 connector would have yielded for those export pages, cursor included.
 
     .venv/bin/pip install "dlt[duckdb]"        # contender (b) only; not a backlash dependency
+    export BENCH_DUCKDB_MEMORY_LIMIT=2GB       # backlash's DuckDB buffer pool (default 80% RAM)
     .venv/bin/python benchmarks/ingest.py run --tickets 1000000 --repeat 2
     .venv/bin/python benchmarks/ingest.py memory --tickets 10000000
-    .venv/bin/python benchmarks/ingest.py incremental --base 10000000 --new 1000
+    .venv/bin/python benchmarks/ingest.py incremental --base 10000000 --new 1000 --db COPY
+    .venv/bin/python benchmarks/ingest.py prefect --repeat 2   # one ticket via `backlash ingest`
+    .venv/bin/python benchmarks/ingest.py table                # results/*.json as Markdown
 
 Generated pages are cached under ``benchmarks/.data/`` (gitignored); results
 go to ``benchmarks/results/ingest.json`` and the table to stdout.
