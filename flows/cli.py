@@ -81,16 +81,56 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+class Runner(StrEnum):
+    sequential = "sequential"
+    threads = "threads"
+    dask = "dask"
+
+
+RunnerOption = Annotated[
+    Runner,
+    typer.Option(
+        "--task-runner",
+        help="Fetch the sources one by one, or in parallel in threads or Dask worker "
+        "processes (this process still does every write).",
+    ),
+]
+WorkersOption = Annotated[int, typer.Option(min=1, help="Parallel fetches (threads/dask).")]
+AddressOption = Annotated[
+    str | None, typer.Option(help="A running Dask scheduler (tcp://host:8786) instead.")
+]
+
+
+def _ingest_flow(runner: Runner, workers: int, address: str | None) -> Any:
+    from flows.flows import ingest_with, task_runner
+
+    try:
+        return ingest_with(task_runner(runner.value, workers, address))
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def run(
     now: Annotated[datetime | None, typer.Option(help="Pretend it is this time (UTC).")] = None,
+    task_runner: RunnerOption = Runner.sequential,
+    workers: WorkersOption = 4,
 ) -> None:
     """Ingest all sources, then monitor, once."""
     _settings()
     _prefect_env()
     from flows.flows import run_flow
 
-    result = run_flow(config=str(State.config), now=_utc(now), show_progress=_tty())
+    try:
+        result = run_flow(
+            config=str(State.config),
+            now=_utc(now),
+            show_progress=_tty(),
+            runner=task_runner.value,
+            workers=workers,
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
     _print_summary(result)
 
 
@@ -98,6 +138,9 @@ def run(
 def ingest(
     source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
     now: Annotated[datetime | None, typer.Option(help="Pretend it is this time (UTC).")] = None,
+    task_runner: RunnerOption = Runner.sequential,
+    workers: WorkersOption = 4,
+    dask_address: AddressOption = None,
 ) -> None:
     """Pull new records from every source (or one) into the warehouse."""
     settings = _settings()
@@ -107,10 +150,15 @@ def ingest(
         except ConfigError as exc:
             _fail(str(exc))
     _prefect_env()
-    from flows.flows import ingest_flow
-
+    ingest_flow = _ingest_flow(task_runner, workers, dask_address)
     _print_json(
-        ingest_flow(config=str(State.config), source=source, now=_utc(now), show_progress=_tty())
+        ingest_flow(
+            config=str(State.config),
+            source=source,
+            now=_utc(now),
+            show_progress=_tty(),
+            fan_out=task_runner is not Runner.sequential,
+        )
     )
 
 
@@ -118,6 +166,9 @@ def ingest(
 def backfill(
     since: Annotated[datetime, typer.Option(help="Refetch records from this time (UTC) on.")],
     source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+    task_runner: RunnerOption = Runner.sequential,
+    workers: WorkersOption = 4,
+    dask_address: AddressOption = None,
 ) -> None:
     """Refetch a window from the sources; overlapping records are upserted, not duplicated."""
     settings = _settings()
@@ -127,11 +178,14 @@ def backfill(
         except ConfigError as exc:
             _fail(str(exc))
     _prefect_env()
-    from flows.flows import ingest_flow
-
+    ingest_flow = _ingest_flow(task_runner, workers, dask_address)
     _print_json(
         ingest_flow(
-            config=str(State.config), source=source, since=_utc(since), show_progress=_tty()
+            config=str(State.config),
+            source=source,
+            since=_utc(since),
+            show_progress=_tty(),
+            fan_out=task_runner is not Runner.sequential,
         )
     )
 

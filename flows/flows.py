@@ -9,22 +9,24 @@ allows one writing process), so they run one after another.
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from flows import pipeline
+from flows import fanout, pipeline
 from flows.alerts import deliver_alerts
-from flows.config import Settings, load_settings
+from flows.config import ConfigError, Settings, load_settings
 from warehouse.db import connect
-from warehouse.load import table_counts
+from warehouse.load import get_state, table_counts
 from warehouse.snapshot import publish_snapshot
 
 
@@ -184,6 +186,165 @@ def send_alerts(con: duckdb.DuckDBPyConnection, settings: Settings, now: datetim
     return deliver_alerts(con, settings, now=now, max_age=timedelta(days=days) if days else None)
 
 
+@task(
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    retry_condition_fn=_worth_retrying,
+)
+def fetch_source(
+    config: str, source: str, state: dict[str, Any], since: datetime | None, spool: str
+) -> int:
+    """Runs in a worker: pull a source's pages into its spool; never opens the warehouse.
+
+    A retry resumes after the last spooled page (``fanout`` explains why that
+    neither duplicates nor skips a page).
+    """
+    from flows.sources import open_source
+
+    connector = open_source(load_settings(config).source(source))
+    directory = Path(spool)
+    first = 0
+    resumed = fanout.read_spool_state(directory)
+    if resumed is not None:
+        state, first = resumed
+    elif since is not None:
+        if not hasattr(connector, "backfill_state"):
+            raise ValueError(f"source {source!r} cannot be backfilled by time")
+        state = connector.backfill_state(since)
+    return fanout.spool_pages(connector.pages(state), directory, state, first)
+
+
+@task(cache_policy=NONE)
+def commit_spooled(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    source: str,
+    directory: Path,
+    fetched: Callable[[], bool],
+    now: datetime,
+) -> pipeline.IngestStats:
+    """Commit a source's spooled pages, in order, while its worker may still be fetching.
+
+    ``fetched`` tells whether the worker is done; it is a callable, not the
+    future itself, because Prefect would wait for a future passed to a task.
+    """
+    pages = fanout.tail_spool(directory, fetched)
+    return pipeline.ingest_pages(
+        con, settings.source(source), pages, topics=pipeline.topics_of(settings), now=now
+    )
+
+
+def _fan_out(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    config: str,
+    names: list[str],
+    now: datetime,
+    since: datetime | None,
+) -> tuple[list[pipeline.IngestStats], list[str]]:
+    """Fetch every source in the flow's task runner; commit here, one source after another.
+
+    A source whose fetch fails keeps what it spooled before failing (committed
+    like any page); the others go on, and the failures are returned.
+    """
+    root = fanout.spool_root(settings.warehouse.path)
+    fanout.clear_spool(root)  # a crashed run's pages: refetched from the committed cursors
+    futures = {}
+    for name in names:
+        state = {} if since is not None else get_state(con, name)
+        directory = root / name
+        futures[name] = (directory, fetch_source.submit(config, name, state, since, str(directory)))
+    stats: list[pipeline.IngestStats] = []
+    failures: list[str] = []
+    for name, (directory, future) in futures.items():
+        done = future.wrapped_future.done
+        stats.append(commit_spooled(con, settings, name, directory, done, now))
+        try:
+            future.result()
+        except Exception as exc:
+            failures.append(f"{name}: {exc}")
+    fanout.clear_spool(root)
+    return stats, failures
+
+
+TASK_RUNNERS = ("sequential", "threads", "dask")
+
+
+def task_runner(kind: str, workers: int, address: str | None = None) -> Any:
+    """The task runner that fetches sources in parallel (``None``: fetch one by one).
+
+    ``threads`` suits sources that wait on the network; ``dask`` gives each
+    fetch its own process (CPU-heavy mailboxes) or sends it to a running
+    cluster at ``address``.
+    """
+    if kind == "sequential":
+        return None
+    if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as exc:
+            raise ConfigError(
+                "--task-runner dask needs prefect-dask: pip install 'backlash[dask]'"
+            ) from exc
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
+    raise ConfigError(f"task runner must be one of {', '.join(TASK_RUNNERS)}, not {kind!r}")
+
+
+def ingest_with(runner: Any) -> Callable[..., dict[str, Any]]:
+    """``ingest_flow`` fetching through ``runner`` (or as is, for ``None``)."""
+    if runner is None:
+        return ingest_flow
+    parallel = ingest_flow.with_options(task_runner=runner)
+
+    def call(**parameters: Any) -> dict[str, Any]:
+        with _api_shared_with_workers():
+            return parallel(**parameters)
+
+    return call
+
+
+@contextmanager
+def _api_shared_with_workers() -> Iterator[None]:
+    """Point worker processes at this process's Prefect API.
+
+    Without a configured server, Prefect starts a temporary one per process:
+    each Dask worker would start its own (10-20 s each, measured) and record
+    its task runs where the UI never looks. Workers inherit the environment,
+    so the API URL goes there while the flow runs.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if url is None:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()  # the same one Prefect itself would start
+        server.start()
+        url = server.api_url
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield
+    finally:
+        del os.environ["PREFECT_API_URL"]
+
+
 @flow(name="ingest", log_prints=True, on_failure=[_notify_operators])
 def ingest_flow(
     config: str = "backlash.toml",
@@ -191,23 +352,36 @@ def ingest_flow(
     now: datetime | None = None,
     since: datetime | None = None,
     show_progress: bool = False,
+    fan_out: bool = False,
 ) -> dict[str, Any]:
     """Pull new records from the sources; with ``since``, refetch from then (backfill).
 
     ``show_progress`` draws a progress bar on the terminal; the CLI turns it on
     only when stderr is a terminal, so CI logs and served runs stay quiet.
+    ``fan_out`` fetches the sources in parallel through the flow's task runner
+    (``backlash ingest --task-runner dask``); this process still does every write.
     """
     settings = load_settings(config)
     now = now or datetime.now(UTC)
     logger = get_run_logger()
     names = [source] if source else [s.name for s in settings.sources if s.enabled]
+    failures: list[str] = []
     with warehouse(settings, "ingest") as con:
-        stats = [ingest_source(con, settings, name, now, since, show_progress) for name in names]
+        if fan_out:
+            stats, failures = _fan_out(con, settings, config, names, now, since)
+        else:
+            stats = [
+                ingest_source(con, settings, name, now, since, show_progress) for name in names
+            ]
         load_changes(con, settings)
         starts = [s.since for s in stats if s.since is not None]
         if starts:
             refresh_marts(con, min(starts))
         counts = dict(table_counts(con))
+        if failures:
+            raise RuntimeError(
+                "fetching failed for " + "; ".join(failures) + " (what they fetched is committed)"
+            )
     for s in stats:
         logger.info(
             "%s: %d records, %d tickets, %d quarantined",
@@ -241,10 +415,17 @@ def monitor_flow(config: str = "backlash.toml", now: datetime | None = None) -> 
 
 @flow(name="run", log_prints=True)  # its subflows notify on failure
 def run_flow(
-    config: str = "backlash.toml", now: datetime | None = None, show_progress: bool = False
+    config: str = "backlash.toml",
+    now: datetime | None = None,
+    show_progress: bool = False,
+    runner: str = "sequential",
+    workers: int = 4,
 ) -> dict[str, Any]:
     now = now or datetime.now(UTC)
-    ingested = ingest_flow(config=config, now=now, show_progress=show_progress)
+    fan = task_runner(runner, workers)
+    ingested = ingest_with(fan)(
+        config=config, now=now, show_progress=show_progress, fan_out=fan is not None
+    )
     monitored = monitor_flow(config=config, now=now)
     return {"ingest": ingested, "monitor": monitored}
 
