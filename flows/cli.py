@@ -101,13 +101,29 @@ AddressOption = Annotated[
 ]
 
 
-def _ingest_flow(runner: Runner, workers: int, address: str | None) -> Any:
-    from flows.flows import ingest_with, task_runner
-
+def _ingest(
+    source: str | None, runner: Runner, workers: int, address: str | None, **window: Any
+) -> None:
+    """``ingest`` and ``backfill``: the ingest flow, fetching through ``runner``."""
+    settings = _settings()
+    _prefect_env()
     try:
-        return ingest_with(task_runner(runner.value, workers, address))
+        if source:
+            settings.source(source)
+        from flows.flows import ingest_with, task_runner
+
+        ingest_flow = ingest_with(task_runner(runner.value, workers, address))
     except ConfigError as exc:
         _fail(str(exc))
+    _print_json(
+        ingest_flow(
+            config=str(State.config),
+            source=source,
+            show_progress=_tty(),
+            fan_out=runner is not Runner.sequential,
+            **window,
+        )
+    )
 
 
 @app.command()
@@ -143,23 +159,7 @@ def ingest(
     dask_address: AddressOption = None,
 ) -> None:
     """Pull new records from every source (or one) into the warehouse."""
-    settings = _settings()
-    if source:
-        try:
-            settings.source(source)
-        except ConfigError as exc:
-            _fail(str(exc))
-    _prefect_env()
-    ingest_flow = _ingest_flow(task_runner, workers, dask_address)
-    _print_json(
-        ingest_flow(
-            config=str(State.config),
-            source=source,
-            now=_utc(now),
-            show_progress=_tty(),
-            fan_out=task_runner is not Runner.sequential,
-        )
-    )
+    _ingest(source, task_runner, workers, dask_address, now=_utc(now))
 
 
 @app.command()
@@ -171,23 +171,7 @@ def backfill(
     dask_address: AddressOption = None,
 ) -> None:
     """Refetch a window from the sources; overlapping records are upserted, not duplicated."""
-    settings = _settings()
-    if source:
-        try:
-            settings.source(source)
-        except ConfigError as exc:
-            _fail(str(exc))
-    _prefect_env()
-    ingest_flow = _ingest_flow(task_runner, workers, dask_address)
-    _print_json(
-        ingest_flow(
-            config=str(State.config),
-            source=source,
-            since=_utc(since),
-            show_progress=_tty(),
-            fan_out=task_runner is not Runner.sequential,
-        )
-    )
+    _ingest(source, task_runner, workers, dask_address, since=_utc(since))
 
 
 @app.command()

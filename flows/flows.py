@@ -113,12 +113,16 @@ def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[10, 60],
-    retry_condition_fn=_worth_retrying,
-)
+# Tasks that touch the network retry with backoff, unless retrying cannot help.
+NETWORK_TASK: dict[str, Any] = {
+    "cache_policy": NONE,
+    "retries": 2,
+    "retry_delay_seconds": [10, 60],
+    "retry_condition_fn": _worth_retrying,
+}
+
+
+@task(**NETWORK_TASK)
 def ingest_source(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
@@ -186,12 +190,7 @@ def send_alerts(con: duckdb.DuckDBPyConnection, settings: Settings, now: datetim
     return deliver_alerts(con, settings, now=now, max_age=timedelta(days=days) if days else None)
 
 
-@task(
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[10, 60],
-    retry_condition_fn=_worth_retrying,
-)
+@task(**NETWORK_TASK)
 def fetch_source(
     config: str, source: str, state: dict[str, Any], since: datetime | None, spool: str
 ) -> int:
