@@ -491,7 +491,7 @@ def demo(
     """Generate the demo company, run the whole pipeline offline, print a summary."""
     import time
 
-    from flows.demo import prepare_demo
+    from flows.demo import prepare_demo, zendesk_sandbox
 
     started = time.perf_counter()
     config = prepare_demo(directory, volume=volume, seed=seed)
@@ -502,10 +502,16 @@ def demo(
 
     # The alerts go through a real SMTP server on loopback, as they would to
     # a company's relay, and stay in outbox/ too.
-    with loopback_smtp(directory / "smtp-received") as smtp, environment(smtp.env()):
+    # Reelbox's helpdesk is a Zendesk sandbox on loopback, read through the real connector.
+    with (
+        zendesk_sandbox(directory) as zendesk_url,
+        loopback_smtp(directory / "smtp-received") as smtp,
+        environment(smtp.env()),
+    ):
         result = run_flow(config=str(config), show_progress=_tty())
         received = len(smtp.received)
     _print_summary(result, elapsed=time.perf_counter() - started, config=config)
+    typer.echo(f"  Zendesk sandbox on loopback: {zendesk_url} (Zendesk connector, rate-limited)")
     typer.echo(f"  SMTP on loopback: {received} messages accepted -> {directory / 'smtp-received'}")
 
 
