@@ -169,6 +169,15 @@ def load_changes(con: duckdb.DuckDBPyConnection, settings: Settings) -> int:
 
 
 @task(cache_policy=NONE)
+def mark_duplicates(
+    con: duckdb.DuckDBPyConnection, settings: Settings, since: datetime | None
+) -> int:
+    from flows.dedupe import mark_cross_source_duplicates
+
+    return mark_cross_source_duplicates(con, settings, since)
+
+
+@task(cache_policy=NONE)
 def refresh_marts(con: duckdb.DuckDBPyConnection, since: datetime | None) -> None:
     pipeline.refresh(con, since)
 
@@ -375,6 +384,7 @@ def ingest_flow(
         load_changes(con, settings)
         starts = [s.since for s in stats if s.since is not None]
         if starts:
+            mark_duplicates(con, settings, min(starts))
             refresh_marts(con, min(starts))
         counts = dict(table_counts(con))
         if failures:
@@ -437,6 +447,7 @@ def replay_flow(config: str = "backlash.toml", now: datetime | None = None) -> d
     with warehouse(settings, "replay") as con:
         stats = [pipeline.replay_source(con, settings, s.name, now=now) for s in settings.sources]
         load_changes(con, settings)
+        mark_duplicates(con, settings, None)
         refresh_marts(con, None)
         counts = dict(table_counts(con))
     return {"sources": [s.as_dict() for s in stats], "tables": counts}
