@@ -151,6 +151,9 @@ class DetectionConfig(_Section):
     # Severity 1 goes to the digest only; alerts are emailed from this step up.
     alert_min_severity: Annotated[int, Field(ge=1, le=4)] = 2
     per_channel: bool = False
+    # Evidence (nats) a run of moderately high days must add up to (a CUSUM);
+    # None: derived from alpha, the same false-alarm budget; 0 turns it off.
+    cusum_h: Annotated[float, Field(ge=0)] | None = None
 
 
 class AlertsConfig(_Section):

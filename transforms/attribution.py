@@ -400,6 +400,9 @@ def attribute(
     for i, ep in enumerate(episodes.iter_rows(named=True)):
         topic = ep["topic"]
         onset: datetime = ep["started_at"]
+        # A slow burn is confirmed days after its cause took effect: time is
+        # also scored from where its cumulative excess began.
+        onsets = [onset, *([ep["rise_started_at"]] if ep.get("rise_started_at") else [])]
         end: datetime = ep["last_anomalous_at"] + step
         limit = cutoff[i] if cutoff is not None else now
         relevant = tickets.filter(pl.col("created_at") < limit)
@@ -415,7 +418,8 @@ def attribute(
         docs = [terms(t) for t in spike_texts]
         scored = []
         for ch in change_rows:
-            t_score = time_score(onset, [ch.get("announced_at"), ch.get("effective_at")], settings)
+            dates = [ch.get("announced_at"), ch.get("effective_at")]
+            t_score = max(time_score(o, dates, settings) for o in onsets)
             if t_score <= 0:
                 continue
             scored.append((t_score * text_score(ch, topic, lift, docs), ch))

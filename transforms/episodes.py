@@ -103,6 +103,10 @@ def episodes(
             (pl.col("baseline") if "baseline" in scored.columns else pl.col("expected")).alias(
                 "_cf"
             ),
+            (pl.col("ramp_lead") if "ramp_lead" in scored.columns else pl.lit(0))
+            .fill_null(0)
+            .cast(pl.Int64)
+            .alias("_ramp"),
         )
         .with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
         .filter(pl.col("ts") + step <= now)
@@ -114,8 +118,17 @@ def episodes(
     anomalous = frame.filter(pl.col("is_anomaly"))
     if anomalous.is_empty():
         return pl.DataFrame()
+    # A new episode begins after more than ``max_gap`` calm buckets, unless
+    # the rise that revealed it started inside the previous one (its
+    # ``rise_lead`` reaches back): a slow burn that the adaptive level
+    # half-absorbs flags in bursts, and it is still one backlash.
     runs = anomalous.sort("series", "ts").with_columns(
-        (pl.col("_i").diff().over("series").fill_null(max_gap + 2) > max_gap + 1)
+        (
+            (pl.col("_i") - pl.col("_lead") - pl.col("_i").shift(1).over("series")).fill_null(
+                max_gap + 2
+            )
+            > max_gap + 1
+        )
         .cum_sum()
         .alias("_ep")
     )
@@ -128,6 +141,11 @@ def episodes(
         (pl.col("_i") - pl.col("_lead")).first().alias("_start"),
         pl.col("_i").max().alias("_end"),
         (pl.col("ts") - pl.col("_lead") * pl.lit(step)).first().alias("started_at"),
+        # Where the cumulative excess began (``detect``'s ramp_lead): a slow
+        # burn's cause took effect around then, days before ``started_at``.
+        (pl.col("ts") - pl.max_horizontal("_lead", "_ramp") * pl.lit(step))
+        .first()
+        .alias("rise_started_at"),
         pl.col("ts").min().alias("_first_flag"),
         pl.col("ts").max().alias("last_anomalous_at"),
         # Peak = largest excess: scores saturate at 1 for any big spike.

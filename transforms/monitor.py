@@ -37,6 +37,9 @@ class MonitorSettings:
     attribution_threshold: float = 0.2
     slack_days: float = 1.0
     examples: int = 4
+    # Alarm level of the sequential (CUSUM) test, in nats; None = the bucket
+    # tests' own false-alarm budget (see transforms.anomaly.cusum_threshold).
+    cusum_h: float | None = None
 
 
 def as_utc(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
@@ -124,6 +127,7 @@ def _score_episodes(counts: pl.DataFrame, settings: MonitorSettings, now: dateti
         "min_excess": settings.min_excess,
         "min_ratio": settings.min_ratio,
         "min_history": settings.min_history,
+        "cusum_h": settings.cusum_h,
     }
     scored = pl.concat(
         [

@@ -233,3 +233,44 @@ def test_gaussian_mode_scores_real_values_causally() -> None:
     assert prefix.equals(out.head(2200))
     with pytest.raises(ValueError, match="unknown model"):
         detect(frame(ts, x), model="prophet")
+
+
+def test_cusum_compiled_matches_the_numpy_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transforms import anomaly
+
+    if anomaly._cusum_kernel is None:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(5)
+    mu = rng.lognormal(2, 1, (20, 1)) * np.ones((20, 300))
+    x = rng.poisson(mu * np.where(np.arange(300) > 250, 1.8, 1.0)).astype(float)
+    mu[:, :10] = np.nan  # not started yet
+    x[2, 100:120] = np.nan  # a gap
+    phi = np.full(x.shape, 0.02)
+    fast = anomaly.cusum(x, mu, phi, 1.5, 9.0)
+    monkeypatch.setattr(anomaly, "_cusum_kernel", None)
+    slow = anomaly.cusum(x, mu, phi, 1.5, 9.0)
+    assert np.allclose(fast, slow, rtol=1e-9)
+    assert fast.max() == pytest.approx(9.0)  # the rise reaches the cap
+    assert (fast[:, :10] == 0).all()
+
+
+def test_cusum_confirms_a_moderate_rise_sooner_than_the_bucket_tests() -> None:
+    # Three weekdays at +70% on ~35 a day: no single bucket is extraordinary,
+    # but two in a row are evidence enough for a CUSUM with a low threshold.
+    ts, x = nb_series(400, base=30, seed=5, phi=0.01)
+    x[302:305] = 60
+    without = anomalous_days(detect(frame(ts, x), cusum_h=0))
+    with_cusum = anomalous_days(detect(frame(ts, x), cusum_h=7.0))
+    assert with_cusum == [303, 304]
+    assert without == [304]
+    # The threshold is what trades speed for false alarms: at its default
+    # (one series: log(28 / 0.01) nats) it waits for the third day here.
+    assert anomalous_days(detect(frame(ts, x))) == [304]
+
+
+def test_cusum_threshold_pays_for_more_series_and_stricter_alpha() -> None:
+    from transforms.anomaly import cusum_threshold
+
+    one = cusum_threshold(0.01, 28, 1)
+    assert one == pytest.approx(np.log(2800))
+    assert cusum_threshold(0.01, 28, 100) > one > cusum_threshold(0.05, 28, 1)

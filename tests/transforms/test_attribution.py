@@ -207,3 +207,17 @@ def test_rising_terms_rank_what_rose() -> None:
     top = rising_terms(spike, base, k=3)
     assert top[0] == "bill"
     assert "app" not in top
+
+
+def test_slow_burn_is_timed_from_where_its_rise_began() -> None:
+    # The change took effect a week before the detector confirmed the rise:
+    # from the confirmation day it is too old, from the rise's start it fits.
+    slow = {**PRICE, "announced_at": ONSET - 20 * DAY, "effective_at": ONSET - 7 * DAY}
+    confirmed = episode("pricing")
+    dated = confirmed.with_columns(pl.lit(ONSET - 6 * DAY).alias("rise_started_at"))
+    data = tickets("pricing", PRICING_SPIKE, PRICING_NORMAL)
+    late = attribute(confirmed, data, changes(slow), now=ONSET + 2 * DAY, step=DAY)
+    early = attribute(dated, data, changes(slow), now=ONSET + 2 * DAY, step=DAY)
+    assert late["change_id"][0] is None
+    assert early["change_id"][0] == "price-rise"
+    assert early["attribution_score"][0] > 3 * (late["runner_up_score"][0] or 0.0)

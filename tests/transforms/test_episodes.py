@@ -100,3 +100,55 @@ def test_slow_burn_is_measured_against_the_level_before_it() -> None:
     assert ep["expected"] <= inside["expected"].sum() + 1e-6
     assert ep["expected"] == pytest.approx(inside["baseline"].sum())
     assert ep["ratio"] >= 1.5
+
+
+def flagged_frame(anomalous: dict[int, int], days: int = 40) -> pl.DataFrame:
+    """A scored frame by hand: ``anomalous`` maps a day to its rise_lead."""
+    ts = [START + DAY * i for i in range(days)]
+    return pl.DataFrame(
+        {
+            "series": "s",
+            "ts": ts,
+            "value": [60.0 if i in anomalous else 20.0 for i in range(days)],
+            "expected": 20.0,
+            "upper": 30.0,
+            "p_value": [1e-9 if i in anomalous else 0.5 for i in range(days)],
+            "score": [0.9 if i in anomalous else 0.0 for i in range(days)],
+            "is_anomaly": [i in anomalous for i in range(days)],
+            "dispersion": 0.01,
+            "baseline": 20.0,
+            "rise_lead": [anomalous.get(i, 0) for i in range(days)],
+        }
+    )
+
+
+def test_a_burst_whose_rise_began_inside_the_last_episode_continues_it() -> None:
+    # Days 10-12 flagged, calm 13-16, flagged again on 17: a new episode,
+    # unless the rise that revealed day 17 began by day 14 (inside the gap
+    # the episode may bridge): then it is the same backlash, one alert.
+    apart = episodes(flagged_frame({10: 0, 11: 0, 12: 0, 17: 0}), now=START + DAY * 40, step=DAY)
+    assert apart.height == 2
+    joined = episodes(flagged_frame({10: 0, 11: 0, 12: 0, 17: 4}), now=START + DAY * 40, step=DAY)
+    assert joined.height == 1
+    ep = joined.row(0, named=True)
+    assert ep["started_at"] == START + DAY * 10
+    assert ep["last_anomalous_at"] == START + DAY * 17
+    assert ep["alert_id"] == alert_id("s", START + DAY * 10)
+    # A lead that stops short of the episode does not join it.
+    short = episodes(flagged_frame({10: 0, 11: 0, 12: 0, 17: 2}), now=START + DAY * 40, step=DAY)
+    assert short.height == 2
+
+
+def test_slow_burn_rise_start_is_dated_before_its_confirmation() -> None:
+    rng = np.random.default_rng(4)
+    days = 330
+    ts = [START + DAY * i for i in range(days)]
+    mu = np.array([40.0 if t.weekday() < 5 else 25.0 for t in ts])
+    ramp = np.clip((np.arange(days) - 280 + 1) / 14, 0.0, 1.0)
+    x = rng.poisson(mu * (1.0 + ramp)).astype(float)
+    scored = detect(pl.DataFrame({"series": "s", "ts": ts, "value": x}))
+    ep = episodes(scored, now=START + DAY * days, step=DAY).sort("started_at").row(0, named=True)
+    confirmed = (ep["detected_at"] - DAY - START) / DAY
+    began = (ep["rise_started_at"] - START) / DAY
+    assert began <= (ep["started_at"] - START) / DAY
+    assert 279 <= began <= 284 < confirmed

@@ -159,3 +159,27 @@ def test_one_backlash_is_one_alert_not_one_per_series() -> None:
         ("*", "*", START + DAY * 200),
         ("dvd", "email", START + DAY * 300),
     ]
+
+
+def test_slow_burn_is_one_alert_blamed_on_its_change() -> None:
+    # The planted benchmark's two-week ramp (benchmarks/planted.py, seed 0):
+    # its change took effect on the ramp's first day, a week before the rise
+    # was confirmed, and the adaptive level half-absorbed the plateau.
+    from benchmarks import planted
+
+    scenario = next(s for s in planted.SCENARIOS if s.name.startswith("slow burn"))
+    counts, tickets, calendar = planted.simulate(scenario, seed=0)
+    alerts = backtest(
+        counts,
+        tickets,
+        calendar,
+        start=planted.START + DAY * planted.REPLAY_FROM,
+        end=planted.START + DAY * planted.DAYS,
+        step=DAY,
+    )
+    assert alerts.height == 1
+    alert = alerts.row(0, named=True)
+    assert alert["topic"] == "account"
+    assert alert["change_id"] == "profiles-limit"
+    onset = planted.START + DAY * 500
+    assert onset <= alert["started_at"] < alert["detected_at"] <= onset + DAY * 9
