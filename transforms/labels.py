@@ -739,7 +739,7 @@ def _bounded(fragments: Iterable[str]) -> str:
 _STRONG_RE = _bounded(_STRONG)
 _MEDIUM_RE = _bounded(_MEDIUM)
 _WEAK_RE = _bounded(_WEAK)
-_NEGATIVE_ANY = "(?:" + "|".join(sorted(set(_STRONG + _MEDIUM), key=len, reverse=True)) + ")"
+_NEGATIVE_ANY = "(?:" + "|".join(sorted(set(_STRONG + _MEDIUM), key=lambda p: (-len(p), p))) + ")"
 _INTENSIFIED_RE = _ascii(r"\b" + _INTENSIFIERS + r"\s+(?:\w+\s+)?" + _NEGATIVE_ANY + r"\b")
 _SARCASM_RE = _bounded(_SARCASM)
 _QUESTION_RE = _bounded(_QUESTION)
