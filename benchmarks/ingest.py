@@ -243,12 +243,19 @@ def _write_pages(args: tuple[int, int, int, Path]) -> int:
     return written
 
 
-def generate(total: int, workers: int | None = None) -> Path:
-    """Write (or reuse) ``total`` export records as pages; returns the folder."""
+def generate(total: int, workers: int | None = None, *, any_version: bool = False) -> Path:
+    """Write (or reuse) ``total`` export records as pages; returns the folder.
+
+    ``any_version``: reuse cached pages written by an older ``GENERATOR`` too
+    (same sizes and shape; only which records repeat an earlier ticket differs),
+    when regenerating them would not fit the time (10M: ~23 min).
+    """
     folder = dataset_dir(total)
     manifest = folder / "manifest.json"
-    if manifest.exists() and json.loads(manifest.read_text()).get("generator") == GENERATOR:
-        return folder
+    if manifest.exists():
+        cached = json.loads(manifest.read_text())
+        if cached.get("generator") == GENERATOR or (any_version and cached.get("records") == total):
+            return folder
     folder.mkdir(parents=True, exist_ok=True)
     pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
     workers = workers or os.cpu_count() or 1
@@ -340,6 +347,31 @@ def source_config(name: str = SOURCE) -> Any:
     return ZendeskSourceConfig(name=name, kind="zendesk", base_url="http://zendesk.invalid")
 
 
+class _Trace:
+    """After each committed batch: elapsed seconds, records so far and resident
+    memory (MB, from /proc), kept in the result and printed every ~100k records,
+    so a long run shows whether memory grows with the warehouse while it runs."""
+
+    def __init__(self, trace: list[tuple[float, int, float]], started: float) -> None:
+        self.trace = trace
+        self.started = started
+        self.records = 0
+
+    def __call__(self, records: int, _total: int | None) -> None:
+        before, self.records = self.records, self.records + records
+        pages = Path("/proc/self/statm").read_text().split()
+        rss_mb = int(pages[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        seconds = time.perf_counter() - self.started
+        self.trace.append((round(seconds, 1), self.records, round(rss_mb)))
+        if before // 100_000 != self.records // 100_000:
+            print(
+                f"  {seconds:7.0f} s {self.records:>11,} records  rss {rss_mb:6.0f} MB  "
+                f"load {os.getloadavg()[0]:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 def run_backlash(folder: Path, db: Path) -> dict[str, Any]:
     """The scheduled run's work on ``folder``'s pages; phase times in seconds."""
     t0 = time.perf_counter()
@@ -362,6 +394,7 @@ def run_backlash(folder: Path, db: Path) -> dict[str, Any]:
     now = datetime.now(UTC)
     state = load.get_state(con, cfg.name)
     steps: dict[str, float] = {}
+    trace: list[tuple[float, int, float]] = []
     stats = pipeline.ingest_pages(
         con,
         cfg,
@@ -369,13 +402,25 @@ def run_backlash(folder: Path, db: Path) -> dict[str, Any]:
         topics=DEFAULT_TOPICS,
         now=now,
         timings=steps,
+        progress=_Trace(trace, t_import),
     )
     t_pages = time.perf_counter()
     refresh_marts(con, stats.since)
     t_marts = time.perf_counter()
     counts = dict(load.table_counts(con))
+    # What DuckDB holds in memory at the end, by kind (the primary-key indexes
+    # of core.tickets and core.ticket_labels grow with the warehouse).
+    duckdb_memory = {
+        tag: int(used)
+        for tag, used in con.execute(
+            "SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0"
+        ).fetchall()
+    }
     con.close()
     return {
+        "duckdb_memory_bytes": duckdb_memory,
+        # (seconds, records committed, resident MB) after each batch: is memory flat?
+        "trace": trace,
         "import_s": t_import - t0,
         "pages_s": t_pages - t_import,
         "marts_s": t_marts - t_pages,
@@ -457,7 +502,11 @@ def _child(contender: str, folder: Path, db: Path) -> None:
 
 
 def _timed(command: list[str], env: dict[str, str]) -> tuple[bytes, float, float]:
-    """Run ``command``; its stdout, wall seconds, and peak RSS in MB (its own, by ``wait4``)."""
+    """Run ``command``; its stdout, wall seconds, and peak RSS in MB (its own, by ``wait4``).
+
+    Its CPU seconds (user + system, also from ``wait4``) go to ``_LAST_CPU_S``:
+    on a shared machine they vary much less with the load than wall time does.
+    """
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=ROOT.parent, env=env)
     assert proc.stdout is not None
@@ -467,7 +516,11 @@ def _timed(command: list[str], env: dict[str, str]) -> tuple[bytes, float, float
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{command[1:3]} failed with exit code {code}")
+    _LAST_CPU_S[0] = usage.ru_utime + usage.ru_stime
     return out, wall, usage.ru_maxrss / 1024  # Linux: kilobytes
+
+
+_LAST_CPU_S = [0.0]
 
 
 def measure(contender: str, folder: Path, db: Path, *, fresh: bool = True) -> dict[str, Any]:
@@ -487,6 +540,8 @@ def measure(contender: str, folder: Path, db: Path, *, fresh: bool = True) -> di
     result.update(
         contender=contender,
         records=manifest["records"],
+        generator=manifest.get("generator", 1),
+        cpu_s=_LAST_CPU_S[0],
         wall_s=wall,
         peak_rss_mb=peak_mb,
         loadavg_before=load_before,
@@ -525,7 +580,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_memory(args: argparse.Namespace) -> None:
     """backlash alone at a large size: is peak memory flat in input size?"""
-    folder = generate(args.tickets)
+    folder = generate(args.tickets, any_version=args.any_version)
     _save("memory", [measure("backlash", folder, Path(args.work) / "backlash-big.duckdb")])
 
 
@@ -588,8 +643,11 @@ def cmd_prefect(args: argparse.Namespace) -> None:
 
 def cmd_table(args: argparse.Namespace) -> None:
     """The measured runs as a Markdown table (from results/*.json), in the order run."""
-    print("| # | kind | contender | records | wall s | work s | records/s | peak RSS MB | load |")
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| # | kind | contender | records | wall s | work s | records/s | peak RSS MB | load "
+        "| cpu s |"
+    )
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     number = 0
     for name in ("ingest", "memory", "incremental", "prefect"):
         path = RESULTS / f"{name}.json"
@@ -600,11 +658,16 @@ def cmd_table(args: argparse.Namespace) -> None:
             print(
                 f"| {number} | {name} | {r['contender']} | {r['records']:,} | {r['wall_s']:.1f} | "
                 f"{'-' if work is None else f'{work:.1f}'} | {rate} | {r['peak_rss_mb']:,.0f} |"
-                f" {r['loadavg_before'][0]:.1f} |"
+                f" {r['loadavg_before'][0]:.1f} | {_cpu(r)} |"
             )
             if r.get("steps_s"):
                 steps = ", ".join(f"{k} {v:.1f}" for k, v in r["steps_s"].items())
-                print(f"|  | | steps (s): {steps}; marts {r.get('marts_s', 0):.1f} | | | | | | |")
+                print(f"|  | | steps (s): {steps}; marts {r.get('marts_s', 0):.1f} | | | | | | | |")
+
+
+def _cpu(result: Mapping[str, Any]) -> str:
+    cpu = result.get("cpu_s")
+    return "-" if cpu is None else f"{cpu:.1f}"
 
 
 def cmd_child(args: argparse.Namespace) -> None:
@@ -624,6 +687,9 @@ def main() -> None:
     memory = sub.add_parser("memory", help="backlash's peak memory at a large size")
     memory.add_argument("--tickets", type=int, default=10_000_000)
     memory.add_argument("--work", default=default_work)
+    memory.add_argument(
+        "--any-version", action="store_true", help="reuse cached pages of an older generator"
+    )
     memory.set_defaults(func=cmd_memory)
     inc = sub.add_parser("incremental", help="new tickets on top of the memory run's warehouse")
     inc.add_argument("--base", type=int, default=10_000_000)

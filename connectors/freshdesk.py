@@ -19,6 +19,10 @@ Three documented traps shape this module:
 A ticket's conversations are fetched after its ticket page is read and
 yielded before it, so a crash never commits a ticket cursor past tickets whose
 conversations were not stored.
+
+Custom field values come on each ticket (``custom_fields``: ``{"cf_name":
+value}``); ``/api/v2/ticket_fields`` names them. With ``field_definitions=True``
+a run starts with one ``ticket_fields`` page of that list.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class FreshdeskSource:
         conversations: bool = True,
         rate_per_minute: int = 100,
         per_page: int = PER_PAGE,
+        field_definitions: bool = False,
     ) -> None:
         """``rate_per_minute``: Freshdesk plans allow 50 to 700 a minute per account;
         ``X-RateLimit-Total`` lowers it when the account's limit is lower."""
@@ -86,6 +91,7 @@ class FreshdeskSource:
         self.base_url = base_url.rstrip("/")
         self.start_time = start_time
         self.conversations = conversations
+        self.field_definitions = field_definitions
         self.per_page = per_page
         self.session = session or HttpSession(name)
         self.session.set_rate("default", rate_per_minute)
@@ -95,7 +101,28 @@ class FreshdeskSource:
     def backfill_state(self, since: datetime) -> dict[str, Cursor]:
         return {"tickets": {"updated_since": _iso(since), "ids_at": []}}
 
+    def fetch_field_definitions(self) -> list[dict[str, Any]]:
+        """Every ticket field (default and custom) as Freshdesk lists it (one unpaged list)."""
+        data = self.session.get_json(f"{self.base_url}/api/v2/ticket_fields").data
+        if not isinstance(data, list):
+            raise ConnectorError(
+                f"source {self.name!r}: /api/v2/ticket_fields did not answer a JSON list; "
+                "check base_url points at a Freshdesk account"
+            )
+        return [f for f in data if isinstance(f, dict)]
+
+    def field_definitions_page(self) -> Page:
+        """The field dictionary as a ``ticket_fields`` page, read whole each run."""
+        fields = [f for f in self.fetch_field_definitions() if f.get("id") is not None]
+        return Page(
+            "ticket_fields", fields, [str(f["id"]) for f in fields], {"fields": len(fields)}
+        )
+
     def pages(self, state: Mapping[str, Cursor]) -> Iterator[Page]:
+        if self.field_definitions:
+            fields = self.field_definitions_page()
+            if fields.records:
+                yield fields
         cursor = dict(state.get("tickets") or {})
         since = _parse(cursor.get("updated_since")) or self.start_time.astimezone(UTC)
         since = since.replace(microsecond=0)

@@ -16,6 +16,8 @@ What it implements, as Zendesk documents it:
   (``page[size]``, ``page[after]``; ``meta.has_more``, ``meta.after_cursor``,
   ``links.next``). A ticket without comments of its own serves its
   ``description`` as its first comment, as Zendesk does.
+- ``GET /api/v2/ticket_fields.json``: the field dictionary (system and custom
+  fields: ``id``, ``type``, ``title``, ``active``, ``updated_at``...), cursor-paged.
 - Basic auth ``{email}/token:{token}`` or ``Authorization: Bearer`` when
   credentials are configured (401 otherwise).
 - The incremental-export rate limit (10 a minute on real accounts): a sliding
@@ -30,8 +32,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
+import itertools
 import json
+import sys
 import threading
 import time
 from collections import deque
@@ -62,6 +67,12 @@ class SandboxServer(ThreadingHTTPServer):
     def close(self) -> None:
         self.shutdown()
         self.server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request (killed, timed out) is routine here."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class JsonHandler(BaseHTTPRequestHandler):
@@ -144,12 +155,25 @@ class ZendeskState:
     faults: deque[Fault] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
     export_hits: deque[float] = field(default_factory=deque)
+    # The field dictionary served at /api/v2/ticket_fields.json (Zendesk's shape).
+    ticket_fields: list[dict[str, Any]] = field(default_factory=list)
+    # Seconds each export answer takes (real seconds, not ``clock``): a slow
+    # account, so a test can interrupt a run between two committed pages.
+    export_delay: float = 0.0
     # Counters for tests and the benchmark.
     export_requests: int = 0
+    export_times: list[float] = field(default_factory=list)
     comment_requests: int = 0
     rate_limited: int = 0
     retry_afters: list[str] = field(default_factory=list)
     served_ids: list[int] = field(default_factory=list)
+
+    # The export order, (generated_timestamp, id) sorted, rebuilt only after a
+    # change: sorting every ticket on every request made a 1M-ticket export
+    # quadratic. Change tickets through ``put`` (or bump ``version``).
+    version: int = 0
+    _order: list[tuple[int, int]] = field(default_factory=list)
+    _order_version: int = -1
 
     def put(self, ticket: Mapping[str, Any], *, at: float | None = None) -> dict[str, Any]:
         """Create or update a ticket as Zendesk would: ``generated_timestamp`` moves to now.
@@ -161,7 +185,17 @@ class ZendeskState:
         record["generated_timestamp"] = int(self.clock() if at is None else at)
         with self.lock:
             self.tickets[int(record["id"])] = record
+            self.version += 1
         return record
+
+    def export_order(self) -> list[tuple[int, int]]:
+        """Every ticket's (generated_timestamp, id), sorted; call with ``lock`` held."""
+        if self._order_version != self.version or len(self._order) != len(self.tickets):
+            self._order = sorted(
+                (int(t["generated_timestamp"]), int(t["id"])) for t in self.tickets.values()
+            )
+            self._order_version = self.version
+        return self._order
 
 
 def _encode_cursor(generated: int, ticket_id: int) -> str:
@@ -193,6 +227,8 @@ class ZendeskHandler(JsonHandler):
         elif path.startswith("/api/v2/tickets/") and path.endswith("/comments.json"):
             ticket_id = path.removeprefix("/api/v2/tickets/").removesuffix("/comments.json")
             self._comments(state, ticket_id, query, truncate=truncate)
+        elif path in ("/api/v2/ticket_fields.json", "/api/v2/ticket_fields"):
+            self._ticket_fields(state, query, truncate=truncate)
         else:
             self.send_json(404, {"error": "InvalidEndpoint", "description": "Not found"})
 
@@ -236,8 +272,11 @@ class ZendeskHandler(JsonHandler):
         if wait is not None:
             self.send_json(429, {"error": "APIRateLimitExceeded"}, headers)
             return
+        if state.export_delay > 0:
+            time.sleep(state.export_delay)
         with state.lock:
             state.export_requests += 1
+            state.export_times.append(time.monotonic())
         now = state.clock()
         horizon = int(now) - 60  # the most recent minute is never exported
         try:
@@ -264,14 +303,13 @@ class ZendeskHandler(JsonHandler):
             self.send_json(400, {"error": "InvalidValue", "description": "Invalid cursor"})
             return
         with state.lock:
-            candidates = sorted(
-                (t for t in state.tickets.values() if t["generated_timestamp"] <= horizon),
-                key=lambda t: (t["generated_timestamp"], t["id"]),
-            )
-        # Strictly after the cursor position; a start_time includes its own second.
-        fresh = [t for t in candidates if (t["generated_timestamp"], t["id"]) > after]
-        page = [json.loads(json.dumps(t)) for t in fresh[:per_page]]
-        end_of_stream = len(fresh) <= per_page
+            order = state.export_order()
+            # Strictly after the cursor position; a start_time includes its own second.
+            position = bisect.bisect_right(order, after)
+            chosen = list(itertools.islice(order, position, position + per_page + 1))
+            chosen = [key for key in chosen if key[0] <= horizon]
+            page = [json.loads(json.dumps(state.tickets[tid])) for _, tid in chosen[:per_page]]
+        end_of_stream = len(chosen) <= per_page
         last = (page[-1]["generated_timestamp"], page[-1]["id"]) if page else after
         after_cursor = _encode_cursor(*last)
         base = f"http://{self.headers.get('Host', 'localhost')}{urlsplit(self.path).path}"
@@ -327,6 +365,34 @@ class ZendeskHandler(JsonHandler):
             truncate=truncate,
         )
 
+    def _ticket_fields(self, state: ZendeskState, query: dict[str, str], *, truncate: bool) -> None:
+        """Cursor pagination (``page[size]``, ``page[after]``), as the ticket fields list
+        documents it; ``next_page`` is set too, for clients of the offset style."""
+        with state.lock:
+            fields = [json.loads(json.dumps(f)) for f in state.ticket_fields]
+        try:
+            size = min(int(query.get("page[size]", 100)), 100)
+            start = int(query.get("page[after]", 0) or 0)
+        except ValueError:
+            self.send_json(400, {"error": "InvalidPaginationParameter"})
+            return
+        chunk = fields[start : start + size]
+        has_more = start + size < len(fields)
+        after = str(start + size) if has_more else None
+        base = f"http://{self.headers.get('Host', 'localhost')}/api/v2/ticket_fields.json"
+        following = f"{base}?{urlencode({'page[size]': size, 'page[after]': after})}"
+        self.send_json(
+            200,
+            {
+                "ticket_fields": chunk,
+                "meta": {"has_more": has_more, "after_cursor": after, "before_cursor": None},
+                "links": {"next": following if has_more else None, "prev": None},
+                "next_page": following if has_more else None,
+                "count": len(fields),
+            },
+            truncate=truncate,
+        )
+
 
 def _first_comment(ticket: Mapping[str, Any]) -> dict[str, Any]:
     return {
@@ -357,6 +423,8 @@ def serve_zendesk(
     credentials: tuple[str, str] | None = None,
     oauth_token: str | None = None,
     clock: Callable[[], float] = time.time,
+    ticket_fields: list[dict[str, Any]] | None = None,
+    export_delay: float = 0.0,
 ) -> tuple[SandboxServer, str]:
     """Serve ``tickets`` (Zendesk ticket dicts) on a thread; returns the server and its URL.
 
@@ -369,6 +437,8 @@ def serve_zendesk(
         credentials=credentials,
         oauth_token=oauth_token,
         clock=clock,
+        ticket_fields=[dict(f) for f in ticket_fields or []],
+        export_delay=export_delay,
     )
     for ticket in tickets:
         record = dict(ticket)

@@ -21,6 +21,11 @@ yielded as sent, with the same id; downstream the latest ``updated_at`` wins.
 
 Comments do not carry their ticket id in Zendesk's payload, so the connector
 adds ``_ticket_id`` and ``_requester_id`` (underscore: ours, not Zendesk's).
+
+Custom field values come on each ticket (``custom_fields``: ids and values);
+what the ids mean is the field dictionary, ``/api/v2/ticket_fields``. With
+``field_definitions=True`` a run starts with one ``ticket_fields`` page of it,
+so a field created since the last run is named by the time its values land.
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from typing import Any
 from connectors.base import ConnectorError, Cursor, Page
 from connectors.http import HttpSession, HttpStatusError
 
-__all__ = ["EXPORT_PATH", "ZendeskSource"]
+__all__ = ["EXPORT_PATH", "FIELDS_PATH", "ZendeskSource"]
 
 log = logging.getLogger("backlash.zendesk")
 
 EXPORT_PATH = "/api/v2/incremental/tickets/cursor.json"
+FIELDS_PATH = "/api/v2/ticket_fields.json"
 # The export leaves out the most recent minute; keep clear of it by a second.
 RECENT_SECONDS = 61
 
@@ -59,13 +65,16 @@ class ZendeskSource:
         api_rate_per_minute: int = 200,
         page_size: int = 1000,
         wall_clock: Callable[[], float] = time.time,
+        field_definitions: bool = False,
     ) -> None:
         """``rate_per_minute`` limits the export endpoint (10 on every plan);
-        ``api_rate_per_minute`` the comment requests (200 is the lowest plan's limit)."""
+        ``api_rate_per_minute`` the comment requests (200 is the lowest plan's limit);
+        ``field_definitions`` starts each run with a ``ticket_fields`` page."""
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.start_time = start_time
         self.comments = comments
+        self.field_definitions = field_definitions
         self.page_size = page_size
         self.wall_clock = wall_clock
         self.session = session or HttpSession(name)
@@ -85,7 +94,37 @@ class ZendeskSource:
         """Read again from ``since``: the export restarts at that ``start_time``."""
         return {"tickets": {"start_time": int(since.timestamp())}}
 
+    def fetch_field_definitions(self) -> list[dict[str, Any]]:
+        """Every ticket field (system and custom) as Zendesk lists it, all pages."""
+        url = self.base_url + FIELDS_PATH
+        params: dict[str, Any] = {"page[size]": 100}
+        found: list[dict[str, Any]] = []
+        while True:
+            data = self.session.get_json(url, params=params).data
+            if not isinstance(data, dict) or not isinstance(data.get("ticket_fields"), list):
+                raise ConnectorError(
+                    f"source {self.name!r}: {FIELDS_PATH} answered no 'ticket_fields' list; "
+                    "check that the token may read ticket fields (admin or agent)"
+                )
+            found.extend(f for f in data["ticket_fields"] if isinstance(f, dict))
+            meta = data.get("meta") or {}
+            if not meta.get("has_more") or not meta.get("after_cursor"):
+                return found
+            params = {"page[size]": 100, "page[after]": meta["after_cursor"]}
+
+    def field_definitions_page(self) -> Page:
+        """The field dictionary as a ``ticket_fields`` page (its cursor resumes nothing:
+        the dictionary is small and read whole each run)."""
+        fields = [f for f in self.fetch_field_definitions() if f.get("id") is not None]
+        return Page(
+            "ticket_fields", fields, [str(f["id"]) for f in fields], {"fields": len(fields)}
+        )
+
     def pages(self, state: Mapping[str, Cursor]) -> Iterator[Page]:
+        if self.field_definitions:
+            fields = self.field_definitions_page()
+            if fields.records:
+                yield fields
         cursor: Cursor = dict(state.get("tickets") or {})
         url = self.base_url + EXPORT_PATH
         params: dict[str, Any] = {"per_page": self.page_size, "include": "users,organizations"}

@@ -42,6 +42,7 @@ def open_source(cfg: Any) -> Source:
                 comments=cfg.comments,
                 rate_per_minute=cfg.rate_per_minute,
                 api_rate_per_minute=cfg.api_rate_per_minute,
+                field_definitions=True,
             )
         case FreshdeskSourceConfig():
             from connectors.freshdesk import FreshdeskSource
@@ -53,6 +54,7 @@ def open_source(cfg: Any) -> Source:
                 start_time=cfg.start_time,
                 conversations=cfg.conversations,
                 rate_per_minute=cfg.rate_per_minute,
+                field_definitions=True,
             )
         case ImapSourceConfig():
             from connectors.imap import ImapSource

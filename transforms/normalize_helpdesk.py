@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from transforms.normalize_file import CHANNEL_ALIASES, requester_key_expr
 from transforms.schema import MESSAGES, TICKETS, UTC_TS, Normalized, conform, empty
@@ -130,9 +131,30 @@ def _project(
     # Column by column: Polars builds a typed column from a list in one call,
     # several times faster than from row dicts at 50k rows a batch.
     frame = pl.DataFrame(
-        [pl.Series(name, [row[name] for row in rows], dtype) for name, dtype in schema.items()]
+        [_column(name, [row[name] for row in rows], dtype) for name, dtype in schema.items()]
     )
     return frame.with_row_index("__row"), rejects, payloads
+
+
+def _column(name: str, values: list[Any], dtype: pl.DataType) -> pl.Series:
+    """A typed column; lists of strings through Arrow offsets.
+
+    Polars builds a list column from Python lists one row at a time (a Series
+    per row): at 50k tickets the tags alone were half of the normaliser's time.
+    """
+    if dtype == pl.List(pl.String) and all(type(v) is list for v in values):
+        flat: list[Any] = []
+        offsets = [0]
+        for value in values:
+            flat.extend(value)
+            offsets.append(len(flat))
+        try:
+            strings = pa.array(flat, pa.large_string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return pl.Series(name, values, dtype)
+        lists = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), strings)
+        return pl.Series(name, lists).cast(dtype)
+    return pl.Series(name, values, dtype)
 
 
 def _anonymous_id(record: Any) -> str:

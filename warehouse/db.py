@@ -94,6 +94,36 @@ def connect(path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+# Write-ahead log size that triggers a checkpoint during bulk loads (DuckDB's
+# default, 16 MB, checkpoints after every 50k-ticket batch).
+BULK_CHECKPOINT_THRESHOLD = "1GB"
+
+
+@contextmanager
+def bulk_load(
+    con: duckdb.DuckDBPyConnection, checkpoint_threshold: str = BULK_CHECKPOINT_THRESHOLD
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Let a loop of many batch transactions checkpoint every few batches, not each one.
+
+    With DuckDB's 16 MB default every 50k-ticket commit (~200 MB of WAL) also
+    checkpointed: at 100k tickets that was 4.4 s of a 5.6 s commit time, and a
+    checkpoint rewrites the primary-key index, whose size grows with the
+    warehouse. A larger threshold lets several batches share one checkpoint;
+    the WAL stays bounded (a crash replays at most that much), each batch is
+    still its own durable transaction, and the loop ends with a checkpoint so
+    readers and the next run start from a compact file. The setting is global
+    to the database, so it is restored afterwards.
+    """
+    row = con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+    previous = str(row[0]) if row else "16.0 MiB"
+    con.execute("SET checkpoint_threshold = ?", [checkpoint_threshold])
+    try:
+        yield con
+        con.execute("CHECKPOINT")
+    finally:
+        con.execute("SET checkpoint_threshold = ?", [previous])
+
+
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     con.execute("BEGIN TRANSACTION")

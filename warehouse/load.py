@@ -91,7 +91,12 @@ def _payload_text(record: Any) -> bytes:
         return json.dumps(record, sort_keys=True, ensure_ascii=False, default=str).encode()
 
 
-def _raw_frame(source: str, page: Page, fetched_at: datetime) -> pl.DataFrame:
+def raw_frame(source: str, page: Page, fetched_at: datetime) -> pl.DataFrame:
+    """The rows ``land_raw`` stores for ``page``: canonical payload and its hash.
+
+    Public so the ingest loop can build it before the transaction, while the
+    previous batch is still being written, and let go of the parsed records.
+    """
     texts: list[bytes | None] = []
     blobs: list[bytes | None] = []
     hashes: list[str] = []
@@ -126,14 +131,22 @@ def _raw_frame(source: str, page: Page, fetched_at: datetime) -> pl.DataFrame:
     ).unique(subset=["record_id", "payload_hash"], keep="first", maintain_order=True)
 
 
-def land_raw(con: duckdb.DuckDBPyConnection, source: str, page: Page, fetched_at: datetime) -> int:
+def land_raw(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    page: Page,
+    fetched_at: datetime,
+    frame: pl.DataFrame | None = None,
+) -> int:
     """Insert the page's records that are not already stored byte for byte.
 
     A re-fetched, unchanged record adds nothing; a changed one adds a version,
     so ``raw`` keeps the history that ``replay`` rebuilds ``core`` from.
+    ``frame``: the page's ``raw_frame``, if already built.
     """
     table = ensure_raw_table(con, source)
-    frame = _raw_frame(source, page, fetched_at)
+    if frame is None:
+        frame = raw_frame(source, page, fetched_at)
     with registered(con, "raw_page", frame):
         row = con.execute(
             f"INSERT INTO {table} SELECT f.* FROM raw_page f "
@@ -377,10 +390,21 @@ def commit_page(
     labels: pl.DataFrame,
     rejects: Sequence[tuple[str, str, str]],
     now: datetime,
+    raw: pl.DataFrame | None = None,
+    records: int | None = None,
+    extras: Any = None,
 ) -> PageLoad:
-    """Everything a page produced, and its cursor, in one transaction."""
+    """Everything a page produced, and its cursor, in one transaction.
+
+    ``raw`` and ``records``: the page's ``raw_frame`` and record count when the
+    caller built the frame already and passes a page without its records.
+    ``extras``: a helpdesk page's custom fields, field dictionary and ratings
+    (``transforms.custom_fields.ticket_extras``), committed with the page.
+    """
+    from warehouse.custom_fields import apply_extras
+
     with transaction(con):
-        raw_new = land_raw(con, source, page, now)
+        raw_new = land_raw(con, source, page, now, raw)
         applied = apply_page(
             con,
             source=source,
@@ -391,7 +415,9 @@ def commit_page(
             rejects=[*page.rejects, *rejects],
             now=now,
         )
-        set_cursor(con, source, page.stream, page.cursor, len(page.records), now)
+        apply_extras(con, extras)
+        count = len(page.records) if records is None else records
+        set_cursor(con, source, page.stream, page.cursor, count, now)
     return replace(applied, raw_new=raw_new)
 
 

@@ -7,6 +7,7 @@
   (``description`` and ``requester`` embed fields, as documented for accounts
   created after 2018). A ``Link: <...>; rel="next"`` header when a next page exists.
 - ``GET /api/v2/tickets/{id}/conversations`` with ``per_page``/``page`` and ``Link``.
+- ``GET /api/v2/ticket_fields``: the field dictionary, one unpaged JSON list.
 - Basic auth with the API key as user; 401 otherwise.
 - ``X-RateLimit-Total``/``X-RateLimit-Remaining`` per minute; 429 + ``Retry-After``.
 
@@ -36,6 +37,7 @@ class FreshdeskState:
     tickets: dict[int, dict[str, Any]] = field(default_factory=dict)
     conversations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     contacts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    ticket_fields: list[dict[str, Any]] = field(default_factory=list)
     api_key: str | None = None
     rate_per_minute: int | None = None
     max_page: int = 300
@@ -81,6 +83,8 @@ class FreshdeskHandler(JsonHandler):
         truncate = fault == "truncate"
         if parts.path == "/api/v2/tickets":
             self._tickets(state, query, headers, truncate=truncate)
+        elif parts.path == "/api/v2/ticket_fields":
+            self.send_json(200, json.loads(json.dumps(state.ticket_fields)), headers)
         elif parts.path.startswith("/api/v2/tickets/") and parts.path.endswith("/conversations"):
             ticket_id = parts.path.split("/")[4]
             self._conversations(state, ticket_id, query, headers, truncate=truncate)
@@ -234,9 +238,14 @@ def serve_freshdesk(
     rate_per_minute: int | None = None,
     max_page: int = 300,
     clock: Callable[[], float] = time.time,
+    ticket_fields: list[dict[str, Any]] | None = None,
 ) -> tuple[SandboxServer, str]:
     state = FreshdeskState(
-        api_key=api_key, rate_per_minute=rate_per_minute, max_page=max_page, clock=clock
+        api_key=api_key,
+        rate_per_minute=rate_per_minute,
+        max_page=max_page,
+        clock=clock,
+        ticket_fields=list(ticket_fields or []),
     )
     for ticket in tickets:
         state.tickets[int(ticket["id"])] = dict(ticket)
