@@ -8,7 +8,8 @@ nothing and duplicates nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import ipaddress
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,3 +64,22 @@ class ConnectorError(RuntimeError):
 
 class PermanentError(ConnectorError):
     """Retrying cannot help (a missing file, rejected credentials): fail the run at once."""
+
+
+def field_definitions_page(fields: Iterable[dict[str, JSONValue]]) -> Page:
+    """A helpdesk's ticket-field dictionary as a ``ticket_fields`` page.
+
+    Its cursor resumes nothing: the dictionary is small and read whole each run.
+    """
+    kept = [f for f in fields if f.get("id") is not None]
+    return Page("ticket_fields", kept, [str(f["id"]) for f in kept], {"fields": len(kept)})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: the only place plain-text mail protocols are allowed."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.base import ConnectorError, Cursor, Page
+from connectors.base import ConnectorError, Cursor, Page, field_definitions_page
 from connectors.http import HttpSession, HttpStatusError
 
 __all__ = ["FreshdeskSource", "parse_link_next"]
@@ -112,11 +112,7 @@ class FreshdeskSource:
         return [f for f in data if isinstance(f, dict)]
 
     def field_definitions_page(self) -> Page:
-        """The field dictionary as a ``ticket_fields`` page, read whole each run."""
-        fields = [f for f in self.fetch_field_definitions() if f.get("id") is not None]
-        return Page(
-            "ticket_fields", fields, [str(f["id"]) for f in fields], {"fields": len(fields)}
-        )
+        return field_definitions_page(self.fetch_field_definitions())
 
     def pages(self, state: Mapping[str, Cursor]) -> Iterator[Page]:
         if self.field_definitions:

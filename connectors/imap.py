@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import imaplib
-import ipaddress
 import re
 import ssl
 import time
@@ -29,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from connectors.base import ConnectorError, Cursor, Page, PermanentError
+from connectors.base import ConnectorError, Cursor, Page, PermanentError, is_loopback
 from connectors.mailbox import TRUNCATION_HEADER
 
 __all__ = ["ImapSource", "encode_folder"]
@@ -63,15 +62,6 @@ def encode_folder(name: str) -> str:
     return f'"{encoded}"'
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class _Fetched:
     uid: int
@@ -101,7 +91,7 @@ class ImapSource:
     ) -> None:
         if security not in ("ssl", "starttls", "none"):
             raise ValueError(f"security must be ssl, starttls or none, not {security!r}")
-        if security == "none" and not _is_loopback(host):
+        if security == "none" and not is_loopback(host):
             # A password in clear text over a network is never what anyone meant.
             raise ValueError(f"IMAP source {name!r}: security 'none' is only for loopback hosts")
         if batch_size < 1 or max_message_bytes < 1:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ipaddress
 import logging
 import smtplib
 import ssl
@@ -42,6 +41,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import Literal
+
+from connectors.base import is_loopback
 
 log = logging.getLogger("backlash.smtp")
 
@@ -117,15 +118,6 @@ def _recipients(msg: EmailMessage) -> list[str]:
         if addr:
             seen.setdefault(addr, None)
     return list(seen)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _reply(code: int, raw: bytes | str) -> str:
@@ -227,7 +219,7 @@ def send(
     recipients = list(dict.fromkeys(envelope_to)) if envelope_to is not None else _recipients(msg)
     if not recipients:
         return SendResult("failed", permanent=True, detail="message has no recipients")
-    if security == "none" and user and not _is_loopback(host):
+    if security == "none" and user and not is_loopback(host):
         return SendResult(
             "failed",
             permanent=True,

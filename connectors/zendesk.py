@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from connectors.base import ConnectorError, Cursor, Page
+from connectors.base import ConnectorError, Cursor, Page, field_definitions_page
 from connectors.http import HttpSession, HttpStatusError
 
 __all__ = ["EXPORT_PATH", "FIELDS_PATH", "ZendeskSource"]
@@ -113,12 +113,7 @@ class ZendeskSource:
             params = {"page[size]": 100, "page[after]": meta["after_cursor"]}
 
     def field_definitions_page(self) -> Page:
-        """The field dictionary as a ``ticket_fields`` page (its cursor resumes nothing:
-        the dictionary is small and read whole each run)."""
-        fields = [f for f in self.fetch_field_definitions() if f.get("id") is not None]
-        return Page(
-            "ticket_fields", fields, [str(f["id"]) for f in fields], {"fields": len(fields)}
-        )
+        return field_definitions_page(self.fetch_field_definitions())
 
     def pages(self, state: Mapping[str, Cursor]) -> Iterator[Page]:
         if self.field_definitions:

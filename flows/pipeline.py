@@ -39,7 +39,7 @@ Progress = Callable[[int, int | None], None]
 # of them has waited this long for the next (a slow API is never held back).
 BATCH_RECORDS = 50_000
 # Sources whose tickets carry custom fields and satisfaction ratings.
-HELPDESK_KINDS = ("zendesk", "freshdesk")
+CUSTOM_FIELD_KINDS = ("zendesk", "freshdesk")
 BATCH_SECONDS = 5.0
 
 
@@ -194,7 +194,7 @@ class _Prepared:
 
 def _extras(cfg: Any, page: Page) -> Any:
     """A helpdesk page's custom fields, field dictionary and satisfaction ratings."""
-    if cfg.kind not in HELPDESK_KINDS:
+    if cfg.kind not in CUSTOM_FIELD_KINDS:
         return None
     from transforms.custom_fields import ticket_extras
 
