@@ -649,14 +649,17 @@ def cmd_table(args: argparse.Namespace) -> None:
     )
     print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     number = 0
-    for name in ("ingest", "memory", "incremental", "prefect"):
+    # round4.json: runs recorded apart so that earlier rows keep their numbers;
+    # each says its kind and which code ran (an A/B of the old and new loader).
+    for name in ("ingest", "memory", "incremental", "prefect", "round4"):
         path = RESULTS / f"{name}.json"
         for r in json.loads(path.read_text()) if path.exists() else []:
             number += 1
+            kind = r.get("kind", name) + (f" ({r['code']})" if r.get("code") else "")
             work = r.get("work_s")
             rate = f"{r['records'] / work:,.0f}" if work else "-"
             print(
-                f"| {number} | {name} | {r['contender']} | {r['records']:,} | {r['wall_s']:.1f} | "
+                f"| {number} | {kind} | {r['contender']} | {r['records']:,} | {r['wall_s']:.1f} | "
                 f"{'-' if work is None else f'{work:.1f}'} | {rate} | {r['peak_rss_mb']:,.0f} |"
                 f" {r['loadavg_before'][0]:.1f} | {_cpu(r)} |"
             )

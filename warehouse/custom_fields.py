@@ -42,27 +42,50 @@ __all__ = [
 ]
 
 
-# The newest version of each batch ticket already seen: its stored rows' or, as
-# rows vanish when every field is unset, the ticket's own in core.tickets.
+# The newest version of each batch ticket whose rows are stored in ``table``.
 _STORED_VERSIONS = (
-    "WITH keys AS (SELECT DISTINCT source, ticket_id FROM {batch}), "
-    "seen AS ("
-    "  SELECT t.source, t.ticket_id, epoch_us(t.updated_at) AS us FROM {table} t "
-    "  SEMI JOIN keys k ON t.source = k.source AND t.ticket_id = k.ticket_id "
-    "  UNION ALL "
-    "  SELECT k.source, k.ticket_id, epoch_us(c.updated_at) FROM keys k "
-    "  JOIN core.tickets c ON c.ticket_key = k.source || ':' || k.ticket_id) "
-    "SELECT source, ticket_id, max(us) AS stored_us FROM seen GROUP BY ALL"
+    "SELECT t.source, t.ticket_id, max(epoch_us(t.updated_at)) AS stored_us FROM {table} t "
+    "SEMI JOIN {batch} k ON t.source = k.source AND t.ticket_id = k.ticket_id GROUP BY ALL"
 )
+# ... and in ``core.tickets``, where a ticket whose fields were all unset still
+# leaves its version (its rows vanish). One lookup serves fields and ratings:
+# on 10M tickets each lookup scans the key column of ``core.tickets``.
+_TICKET_VERSIONS = (
+    "SELECT k.source, k.ticket_id, epoch_us(c.updated_at) AS stored_us "
+    "FROM (SELECT DISTINCT source, ticket_id FROM ticket_keys) k "
+    "JOIN core.tickets c ON c.ticket_key = k.source || ':' || k.ticket_id"
+)
+_VERSION_SCHEMA = {"source": pl.String, "ticket_id": pl.String, "stored_us": pl.Int64}
+
+
+def _ticket_versions(con: duckdb.DuckDBPyConnection, *frames: pl.DataFrame) -> pl.DataFrame:
+    keys = pl.concat([f.select("source", "ticket_id").cast(pl.String) for f in frames])
+    if keys.is_empty():
+        return pl.DataFrame(schema=_VERSION_SCHEMA)
+    with registered(con, "ticket_keys", keys):
+        return con.sql(_TICKET_VERSIONS).pl().cast(_VERSION_SCHEMA)  # type: ignore[arg-type]
 
 
 def _newer_or_same(
-    con: duckdb.DuckDBPyConnection, batch: pl.DataFrame, table: str, name: str
+    con: duckdb.DuckDBPyConnection,
+    batch: pl.DataFrame,
+    table: str,
+    name: str,
+    tickets: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """The batch rows whose ticket version is at least as new as any seen before."""
+    """The batch rows whose ticket version is at least as new as any seen before.
+
+    ``tickets``: ``_ticket_versions`` of the batch, if already looked up.
+    """
     with registered(con, name, batch):
         stored = con.sql(_STORED_VERSIONS.format(table=table, batch=name)).pl()
-    stored = stored.cast({"source": pl.String, "ticket_id": pl.String, "stored_us": pl.Int64})
+    if tickets is None:
+        tickets = _ticket_versions(con, batch)
+    stored = (
+        pl.concat([stored.cast(_VERSION_SCHEMA), tickets])  # type: ignore[arg-type]
+        .group_by("source", "ticket_id")
+        .agg(pl.col("stored_us").max())
+    )
     return (
         batch.join(stored, on=["source", "ticket_id"], how="left")
         .filter(
@@ -77,7 +100,9 @@ def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFram
     return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
 
 
-def upsert_custom_fields(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> int:
+def upsert_custom_fields(
+    con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, tickets: pl.DataFrame | None = None
+) -> int:
     """Replace each ticket's field set with the frame's, unless a newer version is stored.
 
     ``frame`` has the CUSTOM_FIELDS columns; a row with a null ``field_id``
@@ -91,7 +116,7 @@ def upsert_custom_fields(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) ->
     batch = batch.filter(newest).unique(
         subset=["source", "ticket_id", "field_id"], keep="last", maintain_order=True
     )
-    winners = _newer_or_same(con, batch, "core.ticket_custom_fields", "cf_batch")
+    winners = _newer_or_same(con, batch, "core.ticket_custom_fields", "cf_batch", tickets)
     if winners.is_empty():
         return 0
     with registered(con, "cf_winners", winners):
@@ -124,7 +149,9 @@ def replace_field_defs(con: duckdb.DuckDBPyConnection, source: str, frame: pl.Da
     return batch.height
 
 
-def upsert_satisfaction(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> int:
+def upsert_satisfaction(
+    con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, tickets: pl.DataFrame | None = None
+) -> int:
     """Latest ticket version's rating wins (ties: the incoming one, as for fields)."""
     if frame.is_empty():
         return 0
@@ -133,7 +160,7 @@ def upsert_satisfaction(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> 
         .sort("updated_at", maintain_order=True)
         .unique(subset=["source", "ticket_id"], keep="last", maintain_order=True)
     )
-    batch = _newer_or_same(con, batch, "core.ticket_satisfaction", "csat_batch")
+    batch = _newer_or_same(con, batch, "core.ticket_satisfaction", "csat_batch", tickets)
     if batch.is_empty():
         return 0
     cols = ", ".join(SATISFACTION)
@@ -171,10 +198,11 @@ def apply_extras(con: duckdb.DuckDBPyConnection, extras: TicketExtras | None) ->
         if not extras.field_defs.is_empty()
         else 0
     )
+    tickets = _ticket_versions(con, extras.custom_fields, extras.satisfaction)
     return ExtrasLoad(
-        custom_fields=upsert_custom_fields(con, extras.custom_fields),
+        custom_fields=upsert_custom_fields(con, extras.custom_fields, tickets),
         field_defs=defs,
-        satisfaction=upsert_satisfaction(con, extras.satisfaction),
+        satisfaction=upsert_satisfaction(con, extras.satisfaction, tickets),
     )
 
 
