@@ -15,23 +15,38 @@ How the complaint score works (weights are in the tier tables below):
   complaints", "not bad") and negated cancellations ("I don't want to cancel");
 * every remaining negative phrase adds its tier's weight; an intensifier in
   front of one ("absolutely unacceptable") adds more; threats to leave add;
+* most complaints carry no emotional word at all: they state a fact that is a
+  problem ("went from 17.99 to 22.99 and nobody told me", "won't load since
+  the update", "third envelope arrived empty"). _IMPLICIT holds those as
+  classes of language (negated ability, failure verbs, money taken or changed,
+  broken promises, repeats and time since, deletions, their es/fr/de
+  equivalents), each as strong as a _MEDIUM word;
+* sarcasm ("oh great, another 'small adjustment'. Love that for me") adds, and
+  the praise words inside a sarcastic ticket no longer count as praise;
 * a how-to question, a polite request or praise subtracts a little, so "how do
   I add a profile?" or "love the new app" stay below the threshold while a
-  question with a real grievance in it does not. Only the *body's* opening
-  counts as a question: a subject like "What happened to my account" is a
-  headline. Asking how to leave counts half as much as saying you leave;
+  question with a real grievance in it does not; asking for a fault to be
+  looked into ("could you look into it?", "can I get a replacement?") is a
+  weak cue of its own, so a polite fault report is not dampened away. Only
+  the *body's* opening counts as a question: a subject like "What happened to
+  my account" is a headline. Asking how to leave counts half as much as
+  saying you leave;
 * a report that the problem is over ("fixed now, thanks") subtracts more;
 * score = raw / (raw + 1), a complaint at score >= 0.5 (raw >= 1).
 
-Cancellation intent: the cancellation lexicon, minus negated or reported
-cancellations ("I don't want to cancel", "my account says cancelled", "she was
-cancelling hers"), vetoed when the writer is staying or asking for someone
-else. These rules are full of common words, so they run only on the few
-tickets that mention leaving at all.
+Cancellation intent: the cancellation lexicon, minus negated, reported,
+past or hypothetical cancellations ("I don't want to cancel", "my account says
+cancelled", "my wife cancelled hers", "what happens if I cancel?", "si je
+résilie", "your cancellation policy", cancelling an order or the marketing
+emails), vetoed when the writer is staying or asking for someone else. These
+rules are full of common words, so they run only on the few tickets that
+mention leaving at all.
 
 Measured honestly (benchmarks/labels_eval.py): rules-4 was tuned on the whole
-of labels_eval.jsonl and scored once on labels_holdout.jsonl, which was
-written before any rule changed; quote the held-out figures, not the tuning ones.
+of labels_eval.jsonl and scored once on labels_holdout.jsonl. rules-5 was
+written from both, each round of rules from one half of the errors and checked
+on the other half; it is scored once on labels_holdout2.jsonl, which no rule
+writer has read. Quote that figure, not the tuning ones.
 """
 
 from __future__ import annotations
@@ -49,7 +64,7 @@ from transforms.taxonomy import DEFAULT_TOPICS, Topic
 
 # Bump when any rule, weight or lexicon below changes: labels in the warehouse
 # carry it, so a relabel can find what an older ruleset produced.
-LABELLER_RULES_VERSION = "rules-4"
+LABELLER_RULES_VERSION = "rules-5"
 
 COMPLAINT_THRESHOLD = 0.5
 _LANG_WINDOW = 600  # characters: stop words in the opening lines are enough
@@ -402,6 +417,175 @@ _MEDIUM = [
     r"unfair",
 ]
 
+# Implicit complaints (rules-5): a fact that is a problem, stated without an
+# emotional word. Same weight as _MEDIUM, kept in a second regex because one
+# alternation of both lists outgrows the regex engine's lazy-DFA cache and runs
+# 40x slower (measured: 8.3 s against 0.2 s per 100,000 tickets). Written in
+# rounds, each from one source of errors and checked on another: round 1 from
+# the even lines of labels_holdout.jsonl, round 2 from its odd lines, rounds 3-4
+# from batches of sentences written per class before any rule for them existed.
+_IMPLICIT = [
+    # fault reports: a thing that should work, negated or failing
+    r"(?:won'?t|wont|will not|doesn'?t|does not|can'?t|cannot|can not|unable to|couldn'?t|"
+    r"could not) (?:even |seem to )?(?:install|update|download|sync|pair|cast|connect|"
+    r"save|respond|finish|resume|load|recogni[sz]e)",
+    r"(?:aren'?t|weren'?t|are not|were not) (?:\w+ )?(?:working|loading|playing|arriving)",
+    r"(?:download|payment|update|install(?:ation)?|upload|login|log ?in|sign[- ]?in|sync|cast"
+    r"|card|transaction)s? (?:has |have |keeps? |keep )?fail(?:ed|s|ing)",
+    r"failed to|fails to|keeps? failing",
+    r"(?:since|after) (?:the |your |this |last )?(?:\w+ )?(?:update|upgrade|redesign|change)",
+    r"(?:billing|payment|account) (?:error|mistake)",
+    r"(?:is|are|was|were|all|completely|totally) wrong|wrong (?:disc|dvd|item|amount|charge|"
+    r"plan|title|movie|film|one|language|price|account|card|address|envelope)",
+    r"(?:was|were|is|are) supposed to",
+    r"(?:don'?t|do not) (?:even )?(?:know|recogni[sz]e) what (?:this|that|it)",
+    r"not supported|no longer supported|anymore\?",
+    r"nothing (?:new )?worth",
+    r"why (?:on earth )?(?:can|can'?t|won'?t|doesn'?t|don'?t|isn'?t|aren'?t|wasn'?t|"
+    r"were|must|did) (?:i|we|you|it|they|my|the|this|there)",
+    r"why (?:do |am |would |should )?(?:i|we) (?:still )?(?:pay|paying|bother)",
+    r"not sure why (?:i|we) (?:still )?(?:pay|bother)",
+    r"(?:nobody|no one|no-one) (?:\w+ ){0,3}(?:reads|listens|cares)",
+    # money events: charged for what one does not have, amounts taken
+    r"(?:charged|chargd|billed|debited) (?:\w+ ){0,4}(?:but|and|when|while) (?:i|we) (?:only )?"
+    r"(?:have|had|am|was|never|didn'?t|don'?t|cancel\w*)|(?:charged|chargd|billed|debited) "
+    r"(?:\w+ ){0,4}(?:but|when|while) (?:i'?m|we'?re|i am|we are) (?:only )?on",
+    r"(?:you|they) (?:took|take|charged|billed|debited) (?:me )?(?:\$|eur|usd|gbp)?\d+",
+    # es
+    r"sin poder",
+    r"llevo (?:una|un|dos|tres|\d+|varias|varios) (?:semanas?|dias?|mes(?:es)?|horas?)",
+    r"se queda (?:cargando|colgad[oa]|pillad[oa]|en negro|congelad[oa])",
+    r"no entiendo (?:nada|por que|porque)",
+    r"(?:es )?un lio",
+    r"equivocad[oa]s?",
+    r"sin que (?:\w+ ){0,2}(?:arregl\w*|solucion\w*|respond\w*|funcion\w*)",
+    r"no (?:me )?deja",
+    r"sigue igual",
+    # fr
+    r"mauvais(?:e|es)?",
+    r"non mais",
+    r"c'?est dommage",
+    r"n'?y a plus",
+    r"plus rien",
+    r"quelqu'?un (?:\w+ ){0,2}(?:connecte|utilise|accede|change)",
+    r"(?:payer|paye|paie|facture) (?:\w+ )?en plus",
+    r"depuis (?:des|\d+|deux|trois|plusieurs|une|un) (?:jours?|semaines?|mois|heures?)",
+    r"ne (?:se )?(?:charge|s'?ouvre|s'?affiche|repond|lance|demarre|lit) (?:plus|pas|jamais)",
+    # de
+    r"zumutung",
+    r"seit (?:tagen|wochen|monaten|stunden|zwei|drei|vier|\d+|einer|einem)",
+    r"(?:antwortet|reagiert|ladt|startet|spielt|offnet) (?:\w+ ){0,3}?(?:nicht|nie)",
+    r"kein(?:e|en)? \w+ (?:lauft|geht|funktioniert|ladt)",
+    r"kaum noch",
+    r"verschwunden",
+    r"falsch(?:e|en|er|es)?",
+    r"ladekreis",
+    r"(?:zufrieden|glucklich) (?:bin|sind) (?:ich|wir) (?:\w+ ){0,8}nicht",
+    # round 2, written from the odd half and checked on the even half
+    # broken promises and unauthorised money events
+    r"(?:you|they|promo|offer|ad|advert|website|site|deal|agent|rep) (?:\w+ )?promised",
+    r"(?:promo|offer|ad|advert|website|site|deal|email) (?:said|says|stated)",
+    r"(?:didn'?t|did not|never) authori[sz]e|unauthori[sz]ed|without (?:my )?authori[sz]ation",
+    r"reverse (?:it|this|that|the charge)",
+    r"(?:\d+|two|three|four|five|ten|twenty) (?:bucks|dollars|euros|pounds|quid) more",
+    r"(?:got|gets|getting|became|becomes) (?:even )?(?:smaller|worse|shorter|thinner|smaller)",
+    r"(?:please )?reconsider",
+    r"(?:really |is |are |it'?s )?hurting",
+    r"(?:i|we) pay (?:for (?:this|it|that)|good money)",
+    # repeats and time since
+    r"(?:second|third|fourth|fifth|sixth|\d+(?:nd|rd|th)) (?:time|email|message|call|request|"
+    r"attempt)",
+    r"in a row",
+    r"(?:stream|app|player|video|connection|playback|wifi|it) (?:just )?(?:died|dies|dying|"
+    r"gave out|gives out)",
+    r"(?:is (?:this|that|it)|what) (?:some )?(?:kind of )?a joke",
+    r"ruin(?:ed|s|ing)?",
+    r"disappear(?:s|ing)?",
+    r"boring",
+    r"dealbreaker|deal breaker",
+    r"where (?:is|are) (?:my|our|the) (?:refund|money|order|disc|dvd|package|credit|reply)",
+    r"not anymore[.!]|used to (?:recommend|like|enjoy|trust)",
+    r"(?:one|1|zero|0|no) stars?[.!]",
+    r"(?:forgets|forgot|loses|lost|resets|reset) (?:my|our) (?:place|progress|position|settings|"
+    r"history|list|watchlist|queue)",
+    r"why is there no|why isn'?t there",
+    r"(?:need|want) to (?:talk|speak) to (?:a |an )?(?:human|real person|person|manager|"
+    r"supervisor)",
+    r"nothing (?:ever )?(?:changes|gets fixed|improves)",
+    r"said no (?:\w+ )?(?:one|customer|user|body|subscriber) ever",
+    r"(?:fine|ok|okay),? whatever",
+    r"at least (?:they|their|i|we|the other|my old|that one|it works)",
+    # es
+    r"sin (?:previo )?avis(?:ar|o)",
+    r"(?:han |ha )?borr(?:ado|aron|o)",
+    r"perdi(?:o|mos|eron)? (?:todo|todos|todas|mi|su|el|la|los|las)",
+    r"grieta|roto|rota|rotos",
+    r"imposible",
+    r"pagar (?:\w+ )?mas",
+    r"alguien (?:\w+ ){0,2}(?:entro|accedio|uso|cambio|ha entrado)",
+    r"siguen? (?:diciendo|sin|cobrando)",
+    r"hace (?:dos|tres|cuatro|varias|\d+) (?:semanas|dias|meses)",
+    r"no (?:lo |la )?(?:han |he |hemos )?recib(?:ido|ieron|i)",
+    r"(?:esta |otra vez |de nuevo )?caid[oa]",
+    r"me canse|estoy cansad[oa]|estamos cansad[oa]s",
+    # fr
+    r"panne",
+    r"remboursez",
+    r"(?:a |ont )?disparu\w*",
+    r"(?:apres|depuis) (?:la |cette )?(?:derniere )?mise a jour",
+    r"au moins (?:leur|eux|ils|chez)",
+    r"sans (?:prevenir|avertissement|preavis)",
+    # de
+    r"sturzt (?:\w+ ){0,4}ab",
+    r"jemand (?:\w+ ){0,4}(?:eingeloggt|angemeldet|zugegriffen|benutzt)",
+    r"(?:nicht|nie) (?:erhalten|angekommen|bekommen)",
+    r"immer noch (?:\w+ ){0,2}nicht",
+    r"(?:fast|gar|so gut wie) nichts mehr",
+    r"(?:nach|seit) dem (?:letzten )?update",
+    r"vor (?:zwei|drei|vier|funf|zehn|\d+) (?:tagen|wochen|monaten)",
+    r"ohne (?:vorwarnung|ankundigung|zu fragen|nachfrage)",
+    r"(?:wenigstens|zumindest) (?:deren|die|ihre)",
+    # round 3, from sentences written per class before any rule for them existed
+    r"locked (?:me|us|him|her|them|my \w+) out|(?:got|get|been|was|am|keep getting) locked out",
+    r"(?:is this|this is|that'?s) how you treat",
+    r"(?:doesn'?t|does not|isn'?t|is not) (?:\w+ ){0,3}anymore",
+    r"no (?:se )?(?:abre|carga|reproduce|conecta|inicia|arranca)",
+    r"(?:desde|tras|despues de) (?:la|esta) (?:ultima )?actualizacion",
+    r"(?:segunda|tercera|cuarta) vez|(?:deuxieme|troisieme|quatrieme) fois|zum (?:zweiten|dritten|"
+    r"vierten) mal",
+    r"rayee?s?|zerkratzt|beschadigt|abime",
+    r"(?:zweimal|doppelt|zu viel) (?:\w+ )?(?:belastet|abgebucht|berechnet)",
+    r"(?:facture|preleve|cobrad[oa]|cobraron|berechnet|abgebucht)\w* (?:\w+ ){0,4}"
+    r"(?:apres|despues de|nach) (?:ma|mi|la|meiner|der) (?:resiliation|baja|cancelacion|kundigung)",
+    # round 4: the same classes again, from a second batch of such sentences
+    r"(?:emailed|called|asked|written|wrote|contacted|messaged|tried|chatted|phoned) (?:\w+ ){0,3}"
+    r"(?:twice|(?:two|three|four|five|six|several|multiple|many|\d+) times)",
+    r"(?:four|five|six|several|multiple|many|\d+) times (?:this|a|in|now|today|already|so far)",
+    r"waited (?:for )?(?:\d+|an?|two|three|over an?) (?:minutes?|hours?|days?|weeks?)",
+    r"(?:error|errors|errored|erroring) out",
+    r"(?:skips?|skipping|jumps?|jumping) (?:ahead|back|forward|around)",
+    r"drops? to (?:\w+ )?(?:quality|\d+p|sd)",
+    r"where did (?:\w+ ){0,4}go",
+    r"(?:i was|we were|i'?ve been|we'?ve been|was|were) promised",
+    r"(?:and|but) (?:i|we) only (?:have|had|use|used|watch|ordered|signed up for)",
+    r"(?:still )?(?:has|have|had|got) access (?:to )?(?:\w+ ){0,2}(?:even )?(?:after|though)",
+    r"(?:not available|unavailable) in (?:your|my|this) (?:country|region|area)",
+    r"explain(?: yourselves| this| that)?[.!]",
+    r"bait and switch|bait-and-switch",
+    r"then (?:it )?(?:turns|goes|drops|stops|dies|freezes|crashes|cuts)",
+    # es / fr / de parallels of classes above
+    r"sin (?:preguntar|consultar|mi (?:permiso|consentimiento))|sans (?:me )?demander|"
+    r"sans mon (?:accord|consentement)|ohne (?:mein|meine) (?:zustimmung|einverstandnis)",
+    r"(?:me|nos) (?:cambiaron|cambiasteis|han cambiado)",
+    r"(?:il|elle|ca|cela|ils|elles|appli\w*|application|site|films?|videos?|titres|image|son|"
+    r"page|compte|code|paiement|disques?|dvd|tele|tv|rien) ne (?:s'?|se )?\w+ (?:plus|jamais|pas)",
+    r"au lieu de|en (?:lugar|vez) de|(?:an)?statt (?:\d|der|die|den)",
+    r"niemand hat (?:uns|mich|mir) (?:\w+ )?(?:informiert|benachrichtigt|gefragt|gesagt|bescheid)",
+    r"personne ne (?:m'?a|nous a) (?:\w+ )?(?:prevenu|informe|demande|dit)",
+    r"nadie (?:me|nos) (?:\w+ )?(?:informo|aviso|pregunto|dijo)",
+    r"kostet (?:\w+ ){0,3}mehr|cuesta (?:\w+ ){0,2}mas|coute (?:\w+ ){0,2}plus",
+]
+
 # Weak cues: two of them, or one with anything else, make a complaint.
 _WEAK = [
     r"problems?",
@@ -440,6 +624,10 @@ _WEAK = [
     r"fehler",
     r"instead of",
     r"(?:been|for|over) (?:\d+|two|three|four|five|six|several) (?:days|weeks|months)",
+    # asking for a fault to be looked at: with a fault cue, still a complaint
+    r"look into (?:it|this|that)|investigate|replacement|replace (?:it|the \w+)",
+    r"(?:check|find out|see|tell me) (?:what|why) (?:happened|is going on|went wrong|it)",
+    r"for (?:a|an|one|over a|almost a) (?:week|month|day|fortnight)",
 ]
 
 # Placed before a negative phrase, these turn annoyance into anger.
@@ -465,14 +653,26 @@ _SARCASM = [
     r"of course[.!]",
     r"^sure,|[.!?]\s+sure,",
     r"really appreciated[.!]+\s+not",
+    # rules-5
+    r"oh (?:sure|yes|yay|lovely|fantastic|brilliant|wonderful)",
+    r"(?:que bien|genial|estupendo|fantastico)[,.!]+\s+(?:otra vez|de verdad|otra)",
+    r"(?:genial|super|bravo|parfait|merci|toll|klasse)[,.!]+\s+"
+    r"(?:vraiment|de verdad|wirklich|echt)",
+    r"(?:brilliant|genius|clever|great|smart) (?:design|idea|move|decision|plan|thinking)",
+    r"love that for me",
+    r"just wow|wow[.!]+\s+just",
+    r"thanks for (?:that|nothing)|merci,? vraiment|gracias,? de verdad|danke,? wirklich",
+    r"(?:super|genial|toll|prima|merci|gracias|danke|bravo|parfait|perfecto|perfekt)[,.!]*\s+"
+    r"(?:encore|otra|otro|de nuevo|schon wieder|noch (?:ein|mehr)|wieder|une autre|un autre)",
 ]
 
 # What takes points away: a how-to question, a polite request, praise.
 _QUESTION = [
     # the opening of the body only ("\n" joins subject and body): a subject such
     # as "What happened to my account" is a headline, not a how-to question
-    r"\n\s*(?:(?:hi|hello|hey|dear \w+)[\s,!.]*)?(?:how|what|where|when|which|can|could|is|are|do|"
-    r"does|would|will|may)\b",
+    # ("can" only before a space: "Can't log in" opens a report, not a question)
+    r"\n\s*(?:(?:hi|hello|hey|dear \w+)[\s,!.]*)?(?:(?:how|what|where|when|which|could|is|are|"
+    r"do|does|would|will|may)\b|can )",
     r"how (?:do|can|could|would|should) (?:i|we)",
     r"is (?:it|there) (?:possible|a way)",
     r"(?:can|could|would) you (?:please |kindly )?(?:tell|help|explain|let|confirm|send|add|"
@@ -484,11 +684,21 @@ _QUESTION = [
     r"please (?:\w+ )?(?:cancel|close|end|terminate)",
     r"(?:cancel|close|end) (?:my |our )?(?:\w+ )?please",
     # a personal reason to leave is not a grievance
-    r"(?:we'?re|i'?m|we are|i am) (?:\w+ )?(?:moving|travelling|traveling|relocating|emigrating)",
+    r"(?:we'?re|i'?m|we are|i am) (?:\w+ )?(?:travelling|traveling|relocating|emigrating|moving "
+    r"(?:house|home|abroad|away|overseas|out|in|countries|to (?:a |an )?(?:new )?(?:flat|apartment"
+    r"|house|home|place|country|city|state|town)))",
     r"demenag\w*|umzug|ziehen (?:\w+ )?um|nos mudamos|me mudo",
     r"(?:don'?t|do not|no longer) (?:have|own|need) (?:a|an|the) \w+(?: \w+)? anymore",
     r"cutting (?:back|costs)|lost my job|(?:don'?t|do not|no longer) (?:watch|use) (?:it )?much",
     r"just wondering",
+    # rules-5
+    r"any (?:tips|ideas|suggestions|advice|settings?)|"
+    r"just trying to understand|just (?:want|wanted|need|needed) to (?:know|understand|check)",
+    r"ya no (?:lo |la )?(?:usamos|uso|vemos|veo|necesito|necesitamos)|"
+    r"ne l'?(?:utilisons|utilise) plus|(?:nutzen|nutze) es (?:kaum|nicht) (?:noch|mehr)|"
+    r"(?:won'?t|will not) be using it|not using it (?:anymore|much)|"
+    r"solo quiero saber|nothing personal|nothing against (?:you|the service)|no hard feelings",
+    r"merci de|je (?:souhaite|voudrais|veux bien)|quisiera|me gustaria|ich (?:mochte|wurde gern)",
     r"como (?:puedo|hago|se)",
     r"comment (?:puis|faire|est-ce)",
     r"wie (?:kann|konnen) (?:ich|wir|man)",
@@ -496,11 +706,36 @@ _QUESTION = [
     r"s'?il vous plait",
     r"bitte",
 ]
+# Marks of a question, a request, a greeting, politeness or a good mood: a
+# ticket without any of them (nor praise, a question opening, a fix or a
+# negated negative) is a bare statement, and bare statements to a helpdesk are
+# mostly complaints. A structural rule rather than more phrases, so it was
+# measured on rules-4, whose held-out labels_holdout.jsonl it had not seen:
+# complaint F1 0.771 -> 0.835 (precision 0.896 -> 0.863, recall 0.676 -> 0.809)
+# with the first 6 lines of this list, and recall on a fresh batch of 32
+# implicit complaints 0.38 -> 0.75 at the same false positives; the request and
+# mood lines were then added from the tuning sets' false positives.
+_POLITE = [
+    r"\?",
+    # a request or a wish, not a report
+    r"just|only|solo|juste|seulement|nur|hope|suggestion|feature request|would be nice",
+    r"(?:i|we) (?:need|want|would like|wanna)|i'?d like|(?:solo )?quiero|je (?:veux|voudrais)|"
+    r"ich (?:brauche|mochte|will)|necesito|j'?ai besoin",
+    # a good mood the praise lexicon does not list
+    r"superb\w*|loved|enjoy\w*|glad|hooked|well played|great|good|nice|cool",
+    r"please|pls|plz|thanks?|thank you|thx|cheers|appreciate\w*",
+    r"hi|hello|hey|dear|good (?:morning|afternoon|evening)",
+    r"just (?:wanted|a (?:note|heads up|suggestion|question))|no action needed|heads up",
+    r"merci|gracias|danke|bitte|por favor|s'?il vous plait|svp",
+    r"hola|buenas|bonjour|salut|hallo|guten tag",
+]
 # A report that the problem is over ("fixed now, thanks") outweighs the problem words in it.
 _RESOLVED = [
-    r"(?:is|are|was|were|been|got|get|now) (?:\w+ )?(?:fixed|resolved|solved|sorted)",
+    r"(?:is|are|was|were|been|got|now) (?:\w+ )?(?:fixed|resolved|solved|sorted)",
+    r"(?:it'?s|is|all|everything'?s) fine now",
     r"fixed now|problem solved|all good now|works now|working again|back to normal",
     r"loads now|plays (?:fine|perfectly) now",
+    r"thanks? (?:you )?for (?:fixing|sorting|resolving|solving)",
     r"se arreglo|esta arreglado|(?:ya )?(?:esta )?resuelto|ya funciona|funciona de nuevo",
     r"(?:est|c'?est) regle|(?:est )?resolu|fonctionne (?:a nouveau|de nouveau)|marche a nouveau",
     r"(?:ist )?behoben|(?:ist )?gelost|funktioniert wieder|geht wieder",
@@ -517,6 +752,7 @@ _PRAISE = [
     r"perfect(?:ly)?",
     r"kudos",
     r"great (?:job|work|service|app|update|experience|selection|show|shows)",
+    r"(?:nice|good) (?:job|work)",
     r"(?:works?|working|worked) (?:great|perfectly|fine|well)",
     r"(?:i'?m|i am|we'?re|we are|always been|been) "
     r"(?:really |very |so )?(?:happy|pleased|satisfied)",
@@ -549,16 +785,20 @@ _NEUTRAL = [
     r"not because of (?:you|the service|anything you did)",
     r"ya no (?:lo |la )?(?:usamos|uso|vemos|veo|necesito|necesitamos)",
     r"fine by me|no problem with",
+    # asking whether a price will rise is a question, not a grievance
+    r"(?:is|are|will|would) (?:the |my |our )?(?:price|prices|bill|fee|fees|plan)s? "
+    r"(?:\w+ )?(?:go|going|be going) up",
     _NEG + r" (?:\w+ )?(?:problems?|issues?|complaints?|complain(?:ing)?|worries|worry|rush|"
-    r"bad|terrible|awful|horrible|hurry|big deal|trouble|errors?)",
+    r"bad|terrible|awful|horrible|hurry|big deal|trouble|errors?|hate|unhappy|upset|angry|mad)",
     r"(?:can'?t|cannot|could not|couldn'?t) complain",
-    r"(?:all|everything) (?:is |works )?(?:good|fine|working)",
+    r"(?:all|everything)(?:'s| is| works)? (?:good|fine|working)",
     r"sorry to (?:bother|trouble)",
     r"thanks again",
     r"sin problema",
     r"pas de (?:probleme|souci)",
     r"kein (?:problem|stress)",
     r"ningun problema",
+    r"no (?:estoy|estamos) (?:\w+ )?(?:enfadad|molest|enojad)[oa]s?",
     r"nicht schlecht",
     r"pas mal",
 ]
@@ -573,8 +813,12 @@ _CANCEL = [
     r"provider|company)|a different (?:service|provider|company)|something else|"
     r"the competition|redbox)",
     r"(?:switch|switching) (?:providers|services)",
+    r"(?:go|going|move|moving|switch|switching) back to (?:cable|satellite|dvds?|discs|"
+    r"physical media|blu-?rays?|piracy|torrent\w*|buying)",
     r"(?:i'?m|i am|we'?re|we are) (?:so |totally |completely )?(?:done|out|leaving|gone|finished)"
     r"(?: with (?:you|this|your|it)(?: \w+)?)?(?:[.!,]|$)",
+    r"(?:i'?m|i am|we'?re|we are) (?:so |totally |completely )?(?:done|finished) with "
+    r"(?:you|your|this|the (?:\w+ )?(?:plan|service|subscription|membership|company))",
     r"close (?:my|our) (?:\w+ )?account",
     r"(?:i'?m|i am|we'?re|we are|i'?ll|i will|we'?ll|we will) (?:\w+ )?(?:leaving|leave|quit|"
     r"quitting|unsubscrib\w*|walk(?:ing)? away)",
@@ -586,7 +830,7 @@ _CANCEL = [
     r"(?:you'?ve|you have|you just) lost (?:me|a customer|us)",
     r"(?:i|we) quit",
     r"goodbye",
-    r"time to (?:leave|go|move on|look elsewhere)",
+    r"time to (?:leave|go|move on|look elsewhere|find (?:a|another) (?:service|provider))",
     # es
     r"cancelar",
     r"cancelo",
@@ -598,15 +842,21 @@ _CANCEL = [
     r"cancelen|cancela(?:d|n)? mi",
     r"den de baja",
     r"me voy(?:[.!,]|$)",
+    r"dejo (?:el servicio|la suscripcion|la plataforma|de pagar)",
+    r"hasta nunca",
+    r"(?:me paso|nos pasamos|me cambio) (?:a|con)\b",
     # fr
     r"resili\w+",
     r"annuler mon abonnement",
     r"(?:me|nous) desabonner",
     r"desabonn\w*",
     r"je (?:pars|m'?en vais|quitte)",
+    r"je passe (?:chez|a)\b",
+    r"j'?arrete (?:tout|mon abonnement|les frais)|arreter (?:mon|notre) abonnement",
+    r"(?:vous avez|vous venez de) perdu (?:un|une) client",
     # de
     r"kundig\w*",
-    r"abo (?:beenden|kundigen)",
+    r"(?:abo|abonnement|mitgliedschaft|vertrag|konto) (?:\w+ ){0,3}?(?:beenden|kundigen|loschen)",
     r"(?:ich|wir) (?:wechsle|wechseln|gehe|gehen) zu",
     r"tschuss",
     r"(?:bin ich|ich bin) weg",
@@ -636,6 +886,27 @@ _CANCEL_NEUTRAL = [
     r"(?:ne veux pas|ne vais pas) (?:resilier|annuler)",
     r"(?:nicht|keinesfalls) (?:kundigen|gekundigt)",
     r"will (?:nicht|nie) kundigen",
+    # rules-5: hypothetical, policy questions, someone else's, email lists
+    r"(?:if|when|once|should|whether|in case) (?:i|we) (?:\w+ )?(?:cancel\w*|leave|quit|"
+    r"unsubscrib\w*|switch\w*|end|close)",
+    r"what happens (?:\w+ ){0,4}(?:cancel\w*|leave)",
+    r"(?:whether|if) cancel\w*",
+    r"(?:would|does|will|do) cancel+(?:ing|ation)",
+    r"(?:apres|depuis) (?:ma|notre) resiliation|despues de (?:cancelar|darme de baja)|"
+    r"nach (?:meiner|der) kundigung",
+    r"(?:mother|mom|father|dad|wife|husband|friend|partner|sister|brother) (?:\w+ ){0,2}"
+    r"(?:asked|asks|wants to know|wonders) (?:whether|if|about|how)(?: \w+){0,3} cancel\w*",
+    r"cancel+ation (?:policy|policies|fees?|terms|process|rules|period|charges?|deadline|window|"
+    r"cut-?off)",
+    r"cancel+ed (?:her|his|their) ",
+    r"(?:she|he|my (?:wife|husband|partner|son|daughter|friend|mom|mum|mother|dad|father|sister|"
+    r"brother|roommate|flatmate|kid|parents|neighbou?r)) (?:\w+ ){0,2}cancel+ed",
+    r"unsubscrib\w* (?:me )?from (?:\w+ ){0,3}(?:emails?|newsletters?|marketing|mailing|"
+    r"notifications?|texts?|sms|promotions?)",
+    r"si (?:\w+ )?(?:cancelo|cancelamos|me doy de baja|nos damos de baja)",
+    r"si (?:je|nous|on) (?:\w+ )?(?:resilie\w*|annule\w*|desabonne\w*)",
+    r"wenn (?:ich|wir|man) (?:\w+ )?(?:kundige\w*)",
+    r"kundige (?:ich )?nicht",
 ]
 
 # Whole-ticket vetoes of cancel intent: asking on someone else's behalf, or staying.
@@ -664,6 +935,7 @@ _WEIGHT_WEAK = 0.5
 _WEIGHT_INTENSIFIER = 1.0
 _WEIGHT_SARCASM = 1.0
 _WEIGHT_CANCEL = 1.0
+_WEIGHT_DECLARATIVE = 0.5
 _DAMPEN_QUESTION = 0.5
 _DAMPEN_PRAISE = 0.5
 _DAMPEN_RESOLVED = 1.5
@@ -738,6 +1010,7 @@ def _bounded(fragments: Iterable[str]) -> str:
 
 _STRONG_RE = _bounded(_STRONG)
 _MEDIUM_RE = _bounded(_MEDIUM)
+_IMPLICIT_RE = _bounded(_IMPLICIT)
 _WEAK_RE = _bounded(_WEAK)
 _NEGATIVE_ANY = "(?:" + "|".join(sorted(set(_STRONG + _MEDIUM), key=lambda p: (-len(p), p))) + ")"
 _INTENSIFIED_RE = _ascii(r"\b" + _INTENSIFIERS + r"\s+(?:\w+\s+)?" + _NEGATIVE_ANY + r"\b")
@@ -746,6 +1019,7 @@ _QUESTION_RE = _bounded(_QUESTION)
 _PRAISE_RE = _bounded(_PRAISE)
 _RESOLVED_RE = _bounded(_RESOLVED)
 _CANCEL_VETO_RE = _bounded(_CANCEL_VETO)
+_POLITE_RE = _bounded(_POLITE)
 _NEUTRAL_RE = _bounded(_NEUTRAL)
 _CANCEL_RE = _bounded(_CANCEL)
 _CANCEL_NEUTRAL_RE = _bounded(_CANCEL_NEUTRAL)
@@ -756,12 +1030,15 @@ def _rules_fingerprint() -> str:
         [
             _STRONG_RE,
             _MEDIUM_RE,
+            _IMPLICIT_RE,
             _WEAK_RE,
             _INTENSIFIED_RE,
             _SARCASM_RE,
             _QUESTION_RE,
             _PRAISE_RE,
             _RESOLVED_RE,
+            _POLITE_RE,
+            _WEIGHT_DECLARATIVE,
             _CANCEL_VETO_RE,
             _NEUTRAL_RE,
             _CANCEL_RE,
@@ -854,12 +1131,18 @@ def label_tickets(tickets: pl.DataFrame, topics: Sequence[Topic] = DEFAULT_TOPIC
         _language().alias("language"),
         pl.col("_c").str.extract_all(_STRONG_RE).alias("_strong"),
         pl.col("_c").str.extract_all(_MEDIUM_RE).alias("_medium"),
+        # what _MEDIUM matched is cut out first, so one phrase never counts twice
+        pl.col("_c")
+        .str.replace_all(_MEDIUM_RE, " ~ ")
+        .str.extract_all(_IMPLICIT_RE)
+        .alias("_implicit"),
         pl.col("_c").str.extract_all(_WEAK_RE).alias("_weak"),
         pl.col("_c").str.extract_all(_INTENSIFIED_RE).alias("_intense"),
         pl.col("_c").str.extract_all(_SARCASM_RE).alias("_sarcasm"),
         pl.col("_c").str.contains(_QUESTION_RE).alias("_question"),
         pl.col("_c").str.contains(_PRAISE_RE).alias("_praise"),
         pl.col("_c").str.contains(_RESOLVED_RE).alias("_resolved"),
+        pl.col("_c").str.contains(_POLITE_RE).alias("_polite"),
         *[
             (
                 pl.col("_text").str.extract_all(regex)
@@ -872,25 +1155,46 @@ def label_tickets(tickets: pl.DataFrame, topics: Sequence[Topic] = DEFAULT_TOPIC
     frame = frame.join(
         _cancel_phrases(frame), on="_row", how="left", maintain_order="left"
     ).with_columns(pl.col("_cancel").fill_null(pl.lit([], dtype=pl.List(pl.String))))
+    # A bare statement (no question, greeting, please/thanks, praise, negated
+    # negative or fix) is how most complaints are written ("Charged twice."):
+    # it tips a single weak cue over...
+    frame = frame.with_columns(
+        (
+            ~pl.col("_polite")
+            & ~pl.col("_question")
+            & ~pl.col("_praise")
+            & ~pl.col("_resolved")
+            & ~pl.col("_c").str.contains("~", literal=True)
+        ).alias("_declarative")
+    )
+    # ... and a bare statement about the product itself (it names a topic: "My
+    # receipt shows Premium, my app shows Basic.") counts twice: at the
+    # threshold on its own. A bare statement is how a customer reports a fault.
+    topic_counts = [pl.col(f"_t{i}").list.len() for i in range(len(topics))]
+    declarative_boost = 1.0 + (
+        pl.any_horizontal([c > 0 for c in topic_counts]) if topics else pl.lit(False)
+    ).cast(pl.Float64)
     # Weak cues are capped: a long polite email mentions "issue" and "again"
     # without being a complaint, so they cannot outweigh a single real cue.
     weak = pl.min_horizontal(pl.col("_weak").list.len() * _WEIGHT_WEAK, pl.lit(1.0))
     raw = (
         pl.col("_strong").list.len() * _WEIGHT_STRONG
-        + pl.col("_medium").list.len() * _WEIGHT_MEDIUM
+        + (pl.col("_medium").list.len() + pl.col("_implicit").list.len()) * _WEIGHT_MEDIUM
         + weak
         + pl.col("_intense").list.len() * _WEIGHT_INTENSIFIER
         + pl.col("_sarcasm").list.len() * _WEIGHT_SARCASM
+        + pl.col("_declarative").cast(pl.Float64) * _WEIGHT_DECLARATIVE * declarative_boost
         # asking how to leave is a question; saying you leave is a threat
         + (pl.col("_cancel").list.len() > 0).cast(pl.Float64)
         * _WEIGHT_CANCEL
         * (1.0 - 0.5 * pl.col("_question").cast(pl.Float64))
         - pl.col("_question").cast(pl.Float64) * _DAMPEN_QUESTION
-        - pl.col("_praise").cast(pl.Float64) * _DAMPEN_PRAISE
+        # praise in a sarcastic ticket is part of the sarcasm
+        - (pl.col("_praise") & (pl.col("_sarcasm").list.len() == 0)).cast(pl.Float64)
+        * _DAMPEN_PRAISE
         - pl.col("_resolved").cast(pl.Float64) * _DAMPEN_RESOLVED
     ).clip(lower_bound=0.0)
     score = raw / (raw + 1.0)
-    topic_counts = [pl.col(f"_t{i}").list.len() for i in range(len(topics))]
     topic_names = [
         pl.when(count > 0).then(pl.lit(t.name))
         for t, count in zip(topics, topic_counts, strict=True)
@@ -898,7 +1202,7 @@ def label_tickets(tickets: pl.DataFrame, topics: Sequence[Topic] = DEFAULT_TOPIC
     topic_scores = [
         pl.when(count > 0).then(1.0 - 0.5 ** count.cast(pl.Float64)) for count in topic_counts
     ]
-    evidence_parts = ["_strong", "_medium", "_intense", "_sarcasm", "_cancel"] + [
+    evidence_parts = ["_strong", "_medium", "_implicit", "_intense", "_sarcasm", "_cancel"] + [
         f"_t{i}" for i in range(len(topics))
     ]
     empty_list = pl.lit([], dtype=pl.List(pl.String))

@@ -268,3 +268,126 @@ def test_row_order_and_cancel_flags_survive_the_cancellation_subset() -> None:
     out = label_tickets(_frame(*bodies))
     assert out["ticket_key"].to_list() == [f"t:{i}" for i in range(5_000)]
     assert out["cancel_intent"].to_list() == [i % 7 == 0 for i in range(5_000)]
+
+
+# --- rules-5: implicit complaints and cancel-intent precision --------------------
+# Sentences written per class of language, not copied from the evaluation sets.
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # money events
+        "You billed my card after I cancelled in March.",
+        "I got charged the premium rate but I'm on standard.",
+        "Your billing page says I owe nothing but you took $16 anyway.",
+        "I was promised a discount for 12 months, it lasted 2.",
+        "I have emailed four times about this charge.",
+        # fault reports: negated ability, failures, time since
+        "The app won't open since the last update.",
+        "Downloads aren't working on my tablet.",
+        "Can't log in since Monday.",
+        "I've been trying to update my card for a week and the page just errors out.",
+        "This is the third time my DVD has arrived damaged.",
+        "Search doesn't show anything anymore.",
+        "Your new household rule locked my kid out at his dad's house.",
+        # polite question-form fault reports
+        "My profile picture and my list are gone, can you check what happened?",
+        # sarcasm
+        "Oh sure, make me sign in again on every device. Brilliant design.",
+        # es / fr / de
+        "Llevo una semana sin poder ver nada.",
+        "Me cambiaron de plan sin preguntar.",
+        "Les sous-titres ne s'affichent plus sur ma télé.",
+        "Le disque est arrivé rayé, c'est la deuxième fois.",
+        "Seit drei Tagen nur Ladekreis.",
+        "Die DVD kam zerkratzt an.",
+    ],
+)
+def test_implicit_complaints_are_flagged_with_evidence(text: str) -> None:
+    row = _one(text)
+    assert row["is_complaint"], row
+    assert row["evidence"], "a complaint must say why"
+
+
+def test_evidence_quotes_the_implicit_phrase() -> None:
+    row = _one("The TV app won't load since the update.")
+    assert row["is_complaint"]
+    assert "since the update" in row["evidence"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Thanks for fixing the buffering so fast!",
+        "Is the price going up next year? Just planning my budget.",
+        "I don't hate the new layout, just getting used to it.",
+        "Streaming has been flawless since the update, nice work.",
+        "Could you tell me what error 5001 means? It only happened once and it's fine now.",
+        "No estoy enfadado, solo quiero saber cuándo cambia el precio.",
+    ],
+)
+def test_neutral_mentions_of_problem_words_are_not_complaints(text: str) -> None:
+    row = _one(text)
+    assert not row["is_complaint"], row
+
+
+def test_sarcastic_praise_does_not_dampen() -> None:
+    sincere = _one("Love the new profiles page.")
+    sarcastic = _one("Oh great, another 'small adjustment' to my bill. Love that for me.")
+    assert not sincere["is_complaint"]
+    assert sarcastic["is_complaint"]
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        # hypothetical, policy, past, someone else's, not the subscription
+        ("What happens to my downloads if I cancel?", False),
+        ("Would cancelling now refund the rest of the month?", False),
+        ("What's your cancellation policy for annual plans?", False),
+        ("My mum cancelled her plan last year; can she rejoin?", False),
+        ("Unsubscribe me from the newsletter please, I still want my membership.", False),
+        ("¿Si cancelo ahora pierdo los días que ya pagué?", False),
+        ("Est-ce que je perds mes profils si je résilie ?", False),
+        ("Ich kündige nicht, aber die neue Regel nervt.", False),
+        ("On m'a facturé le mois après ma résiliation.", False),
+        # still intent
+        ("I'm done with the DVD plan since you split it off. Close it.", True),
+        ("If playback doesn't get fixed by Friday I'm cancelling.", True),
+        ("Dejo el servicio, tres meses sin arreglar la app.", True),
+        ("Je passe chez Canal+, au moins leur appli fonctionne.", True),
+        ("Bitte das Abo zum Monatsende beenden.", True),
+        ("Fine, whatever, I'll just go back to cable.", True),
+    ],
+)
+def test_cancel_intent_rules_5(text: str, intent: bool) -> None:
+    assert _one(text)["cancel_intent"] is intent
+
+
+def test_a_conditional_threat_is_a_complaint_not_a_fixed_problem() -> None:
+    row = _one("If playback doesn't get fixed by Friday I'm cancelling.")
+    assert row["is_complaint"], row
+    assert row["cancel_intent"]
+
+
+def test_a_threat_to_switch_is_not_a_personal_move() -> None:
+    switching = _one("Nothing new in months, I'm moving to another service.")
+    moving = _one("Please cancel, I'm moving abroad. Thanks for everything!")
+    assert switching["cancel_intent"]
+    assert switching["is_complaint"]
+    assert moving["cancel_intent"]
+    assert not moving["is_complaint"]
+
+
+def test_a_bare_statement_tips_a_weak_cue_or_reports_a_product_fault() -> None:
+    bare = _one("Watched it in Spanish again.")
+    polite = _one("Hi, watched it in Spanish again. Thanks")
+    about_the_product = _one("My receipt shows Premium, my app shows Basic.")
+    asked = _one("My receipt shows Premium, does my app show Basic?")
+    plain = _one("Watched it last night.")
+    assert bare["is_complaint"], bare
+    assert not polite["is_complaint"], polite
+    assert about_the_product["is_complaint"], about_the_product
+    assert not asked["is_complaint"], asked
+    assert not plain["is_complaint"], plain
