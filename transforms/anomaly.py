@@ -29,6 +29,7 @@ the same rows of the whole.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -162,6 +163,112 @@ def _filter(
     return _filter_numpy(x, slots, period, min_history=min_history, clip_z=clip_z)
 
 
+def _compiled(**options: object) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``numba.njit(**options)`` when numba is installed, else the plain function."""
+    if numba is None:  # pragma: no cover - exercised where numba is absent
+        return lambda fn: fn
+    return numba.njit(**options)  # type: ignore[no-any-return]
+
+
+# Compiled without Python's division checks (a NaN or inf, like NumPy, not
+# an exception) and with the fast-math flags that reorder arithmetic but keep
+# NaN and inf semantics: missing buckets are NaN and must stay visible.
+_FAST: dict[str, object] = {
+    "cache": True,
+    "error_model": "numpy",
+    "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"},
+}
+_JIT = {**_FAST, "parallel": True}
+
+
+@_compiled(**_FAST)
+def _filter_row(
+    x: np.ndarray,
+    slots: np.ndarray,
+    period: int,
+    min_history: int,
+    clip_z: float,
+    alpha_level: float,
+    alpha_season: float,
+    alpha_var: float,
+    mu_out: np.ndarray,
+    phi_out: np.ndarray,
+    param_out: np.ndarray,
+    level_out: np.ndarray,
+    clipped: np.ndarray,
+) -> None:
+    """:func:`_filter_numpy` for one series, one bucket at a time: the only
+    compiled copy of the filter.
+
+    Both kernels call it (:func:`_filter_series` for :func:`detect`,
+    :func:`_score_series` for :func:`detect_matrix`), so the two APIs cannot
+    drift apart. It owns the whole loop over time, so that the compiler
+    optimises the same code the same way wherever it is called: with
+    fast-math, a filter step inlined into different surroundings was
+    rounded differently, and last-bit differences of the clipped values
+    change ``ceil`` of the window sums, i.e. p-values. Written for numba
+    (plain loops, no allocation in the loop). The seasonal factors are kept
+    unnormalised with one scale per series, so keeping their mean at one
+    costs O(1) per bucket instead of O(period).
+    """
+    nan = np.nan
+    level = 0.0
+    var_ratio = 0.0
+    seen = 0.0
+    raw = np.ones(period)
+    raw_sum = float(period)
+    scale = 1.0
+    seen_slot = np.zeros(period)
+    for t in range(x.shape[0]):
+        xt = x[t]
+        present = not np.isnan(xt)
+        slot = slots[t]
+        f = raw[slot] * scale
+        mu = max(level * f, 0.05)
+        phi = min(max(var_ratio, 0.0), 4.0)
+        started = seen > 0
+        a = max(alpha_level, 1.0 / (seen + 1.0))
+        g = max(alpha_season, 1.0 / (seen_slot[slot] + 1.0))
+        param = (a / (2 - a) + g / (2 - g)) * (phi + 1.0 / mu)
+        if started:
+            mu_out[t] = mu
+            phi_out[t] = phi + param
+            param_out[t] = param
+            level_out[t] = level
+        else:
+            mu_out[t] = nan
+            phi_out[t] = nan
+            param_out[t] = nan
+            level_out[t] = nan
+        sd = np.sqrt(mu + phi * mu * mu)
+        warm = seen >= min_history
+        upper = mu + clip_z * sd + 1.0
+        lower = max(mu - clip_z * sd - 1.0, 0.0)
+        xc = min(max(xt, lower), upper) if (warm and present) else xt
+        clipped[t] = xc
+        if not present:
+            continue
+        v = max(alpha_var, 1.0 / (seen + 1.0))
+        deseason = xc / max(f, 1e-3)
+        new_level = level + a * (deseason - level) if started else xc
+        ratio = xc / max(new_level, 1e-9) if new_level > 0 else 1.0
+        new_season = f + g * (ratio - f)
+        new_var = var_ratio + v * (((xc - mu) ** 2 - mu) / (mu * mu) - var_ratio)
+        level = new_level
+        if period > 1:
+            if seen >= period:
+                raw_sum += new_season / scale - raw[slot]
+                raw[slot] = new_season / scale
+            mean = raw_sum * scale / period
+            if mean > 0:
+                scale /= mean
+            seen_slot[slot] += 1
+        in_band = lower <= xt <= upper
+        if started and (in_band or not warm):
+            var_ratio = new_var
+        seen += 1.0
+
+
 def _filter_series(
     x: np.ndarray,
     slots: np.ndarray,
@@ -177,80 +284,14 @@ def _filter_series(
     level_out: np.ndarray,
     clipped: np.ndarray,
 ) -> None:
-    """:func:`_filter_numpy`, one series at a time and one bucket at a time.
-
-    Written for numba (plain loops, no allocation in the loop). The seasonal
-    factors are kept unnormalised with one scale per series, so keeping
-    their mean at one costs O(1) per bucket instead of O(period).
-    """
-    nan = np.nan
+    """:func:`_filter_row` for every series, in parallel."""
     for i in numba.prange(x.shape[0]):  # type: ignore[union-attr]
-        level = 0.0
-        var_ratio = 0.0
-        seen = 0.0
-        raw = np.ones(period)
-        raw_sum = float(period)
-        scale = 1.0
-        seen_slot = np.zeros(period)
-        for t in range(x.shape[1]):
-            xt = x[i, t]
-            present = not np.isnan(xt)
-            slot = slots[t]
-            f = raw[slot] * scale
-            mu = max(level * f, 0.05)
-            phi = min(max(var_ratio, 0.0), 4.0)
-            started = seen > 0
-            a = max(alpha_level, 1.0 / (seen + 1.0))
-            g = max(alpha_season, 1.0 / (seen_slot[slot] + 1.0))
-            param = (a / (2 - a) + g / (2 - g)) * (phi + 1.0 / mu)
-            if started:
-                mu_out[i, t] = mu
-                phi_out[i, t] = phi + param
-                param_out[i, t] = param
-                level_out[i, t] = level
-            else:
-                mu_out[i, t] = nan
-                phi_out[i, t] = nan
-                param_out[i, t] = nan
-                level_out[i, t] = nan
-            sd = np.sqrt(mu + phi * mu * mu)
-            warm = seen >= min_history
-            upper = mu + clip_z * sd + 1.0
-            lower = max(mu - clip_z * sd - 1.0, 0.0)
-            xc = min(max(xt, lower), upper) if (warm and present) else xt
-            clipped[i, t] = xc
-            if not present:
-                continue
-            v = max(alpha_var, 1.0 / (seen + 1.0))
-            deseason = xc / max(f, 1e-3)
-            new_level = level + a * (deseason - level) if started else xc
-            ratio = xc / max(new_level, 1e-9) if new_level > 0 else 1.0
-            new_season = f + g * (ratio - f)
-            new_var = var_ratio + v * (((xc - mu) ** 2 - mu) / (mu * mu) - var_ratio)
-            level = new_level
-            if period > 1:
-                if seen >= period:
-                    raw_sum += new_season / scale - raw[slot]
-                    raw[slot] = new_season / scale
-                mean = raw_sum * scale / period
-                if mean > 0:
-                    scale /= mean
-                seen_slot[slot] += 1
-            in_band = lower <= xt <= upper
-            if started and (in_band or not warm):
-                var_ratio = new_var
-            seen += 1.0
+        _filter_row(
+            x[i], slots, period, min_history, clip_z, alpha_level, alpha_season, alpha_var,
+            mu_out[i], phi_out[i], param_out[i], level_out[i], clipped[i],
+        )  # fmt: skip
 
 
-# Compiled without Python's division checks (a NaN or inf, like NumPy, not
-# an exception) and with the fast-math flags that reorder arithmetic but keep
-# NaN and inf semantics: missing buckets are NaN and must stay visible.
-_JIT = {
-    "parallel": True,
-    "cache": True,
-    "error_model": "numpy",
-    "fastmath": {"nsz", "arcp", "contract", "afn", "reassoc"},
-}
 _filter_kernel = numba.njit(**_JIT)(_filter_series) if numba else None
 
 
@@ -780,197 +821,164 @@ def _score_series(
     raw_max: int,
     support: float,
     cusum_h: float,
-    mu_out: np.ndarray,
-    phi_out: np.ndarray,
-    param_out: np.ndarray,
-    level_out: np.ndarray,
-    clipped: np.ndarray,
-    p_out: np.ndarray,
+    screen: float,
+    valid: np.ndarray,
+    found: np.ndarray,
+    cand_rows: np.ndarray,
+    cand_x: np.ndarray,
+    cand_state: np.ndarray,
 ) -> None:
-    """The filter and every test of :func:`detect`, in one pass per series.
+    """The filter (:func:`_filter_row`) and every test of :func:`detect`, per
+    series, keeping only what the exact refinement of candidates needs.
 
-    ``p_out[j]`` is a *normal approximation* (continuity-corrected) of test
-    j's tail probability, NaN where the test is undefined and negated where
-    its materiality or support condition fails: a screen. The negative binomial's
-    right tail is heavier than the normal's, so the approximation is below
-    the exact value out there and no cell the exact test would flag is
-    screened out; :func:`detect_matrix` recomputes the exact value for the
-    few cells that pass. The last row is the CUSUM's decision (see
-    :func:`_cusum_series`, computed here on the same state): 1e-30 where it
-    fires on a material bucket, NaN elsewhere.
+    Each test's tail probability is screened with a *normal approximation*
+    (continuity-corrected): the negative binomial's right tail is heavier
+    than the normal's, so the approximation is below the exact value out
+    there and no cell the exact test would flag is screened out;
+    :func:`detect_matrix` recomputes the exact value for the few cells that
+    pass. The screen compares in float32, as the float32 p-values of earlier
+    rounds did, so the same cells pass.
+
+    Nothing is written per cell. ``valid[b, j, t]`` counts the series of
+    block b (``valid.shape[0]`` contiguous blocks: one thread owns a block,
+    no shared counter) for which test j is defined at t, i.e.
+    Benjamini-Hochberg's m. Each candidate cell (a test passes the screen,
+    or the CUSUM fires on a material bucket: see :func:`_cusum_series`, here
+    on the same state) is appended to its block's slice of the ``cand_*``
+    arrays: ``cand_rows[b, c]`` = (series, bucket, bits) with bit j where
+    test j passes, bit ``n_tests`` where the CUSUM fires and bit 8 + j where
+    test j is also material (and supported); ``cand_x`` the raw values and
+    ``cand_state`` the filter state (mu, phi, param, level, clipped, rounded
+    to float32 as earlier rounds stored them) of the bucket and the
+    ``cand_x.shape[2] - 1`` before it, newest last. ``found[b]`` counts the
+    block's candidates even past the arrays' capacity, so the caller can
+    retry with more room.
     """
     nan = np.nan
     n_sum = windows.shape[0]
+    n_rows, t_count = x.shape
     log_r = math.log(min_ratio)
-    lag_max = 1
-    for j in range(n_sum):
-        lag_max = max(lag_max, windows[j] + guards[j])
-    ring = lag_max + 2
-    steady = alpha_level / (2 - alpha_level) + alpha_season / (2 - alpha_season)
-    for i in numba.prange(x.shape[0]):  # type: ignore[union-attr]
-        level = 0.0
-        var_ratio = 0.0
-        seen = 0.0
-        raw = np.ones(period)
-        raw_sum = float(period)
-        scale = 1.0
-        seen_slot = np.zeros(period)
-        # Ring buffers over the last `ring` buckets: raw and clipped values,
-        # seasonal factors and levels (NaN where not started).
-        rx = np.zeros(ring)
-        rxc = np.zeros(ring)
-        rf = np.zeros(ring)
-        rl = np.full(ring, nan)
-        # Running window sums (values and seasonal factors): O(1) per bucket.
-        sx = np.zeros(n_sum)
-        sf = np.zeros(n_sum)
-        evidence = 0.0
-        history = -1
-        for t in range(x.shape[1]):
-            xt = x[i, t]
-            present = not np.isnan(xt)
-            if present:
-                history += 1
-            slot = slots[t]
-            f = raw[slot] * scale
-            mu = max(level * f, 0.05)
-            phi = min(max(var_ratio, 0.0), 4.0)
-            started = seen > 0
-            # Past warm-up the learning rates are constants: skip the divisions.
-            a = alpha_level if seen * alpha_level >= 1.0 else max(alpha_level, 1.0 / (seen + 1.0))
-            ns = seen_slot[slot]
-            g = alpha_season if ns * alpha_season >= 1.0 else max(alpha_season, 1.0 / (ns + 1.0))
-            inv_mu = 1.0 / mu
-            steady_now = a == alpha_level and g == alpha_season
-            rates = steady if steady_now else a / (2 - a) + g / (2 - g)
-            param = rates * (phi + inv_mu)
-            sd = np.sqrt(mu + phi * mu * mu)
-            warm = seen >= min_history
-            upper = mu + clip_z * sd + 1.0
-            lower = max(mu - clip_z * sd - 1.0, 0.0)
-            xc = min(max(xt, lower), upper) if (warm and present) else xt
-            k = t % ring
-            clipped[i, t] = xc
-            rx[k] = xt if present else 0.0
-            rxc[k] = xc if present else 0.0
-            if started:
-                mu_out[i, t] = mu
-                phi_out[i, t] = phi + param
-                param_out[i, t] = param
-                level_out[i, t] = level
-                rf[k] = mu / level if level > 0 else 1.0
-                rl[k] = level
-            else:
-                mu_out[i, t] = nan
-                phi_out[i, t] = nan
-                param_out[i, t] = nan
-                level_out[i, t] = nan
-                rf[k] = 1.0
-                rl[k] = nan
-            for j in range(n_sum):
-                w = windows[j]
-                sx[j] += rx[k] if w <= raw_max else rxc[k]
-                sf[j] += rf[k]
-                if t >= w:
-                    old = (t - w) % ring
-                    sx[j] -= rx[old] if w <= raw_max else rxc[old]
-                    sf[j] -= rf[old]
-            # Tests (on the state *before* bucket t updates it).
-            for j in range(n_sum + 2):
-                p_out[j, i, t] = nan
-            # The log-likelihood ratio is increasing in x and negative at
-            # x = mu: an empty CUSUM stays empty without computing it.
-            if started and present and cusum_h > 0 and (evidence > 0 or xt > mu):
-                f_c = max(phi + param, 1e-8)
-                llr = xt * log_r - (xt + 1.0 / f_c) * math.log(
-                    (1.0 + f_c * min_ratio * mu) / (1.0 + f_c * mu)
-                )
-                evidence = min(max(evidence + llr, 0.0), cusum_h)
-            ready = history >= min_history and started and present
-            if ready:
-                phi_t = phi + param
-                var1 = mu + phi_t * mu * mu
-                z1 = (xt - 0.5 - mu) / np.sqrt(var1)
-                # The tail only matters far out (screen ~1e-4): skip erfc near the centre.
-                p1 = 0.5 * math.erfc(z1 / math.sqrt(2.0)) if z1 > 2.5 else 0.5
-                mat1 = (xt - mu >= min_excess) and (xt >= min_ratio * mu)
-                # Sign carries the condition: BH ranks every p, flags only material ones.
-                p_out[0, i, t] = max(p1, 1e-30) if mat1 else -max(p1, 1e-30)
-                if mat1 and cusum_h > 0 and evidence >= cusum_h:
-                    p_out[n_sum + 1, i, t] = 1e-30
+    n_blocks = valid.shape[0]
+    per_block = (n_rows + n_blocks - 1) // n_blocks
+    for b in numba.prange(n_blocks):  # type: ignore[union-attr]
+        # One series' filter state at a time (a few hundred KB: stays in cache).
+        mu_s = np.empty(t_count)
+        phi_s = np.empty(t_count)
+        param_s = np.empty(t_count)
+        level_s = np.empty(t_count)
+        xc_s = np.empty(t_count)
+        f_s = np.empty(t_count)  # seasonal factor mu / level (1 where not started)
+        for i in range(b * per_block, min(n_rows, (b + 1) * per_block)):
+            _filter_row(
+                x[i], slots, period, min_history, clip_z, alpha_level, alpha_season,
+                alpha_var, mu_s, phi_s, param_s, level_s, xc_s,
+            )  # fmt: skip
+            # Running window sums (values and seasonal factors): O(1) per bucket,
+            # reading the leaving bucket back from the rows (no ring buffer, no
+            # integer modulo per bucket).
+            sx = np.zeros(n_sum)
+            sf = np.zeros(n_sum)
+            evidence = 0.0
+            history = -1
+            for t in range(t_count):
+                xt = x[i, t]
+                present = not np.isnan(xt)
+                if present:
+                    history += 1
+                mu = mu_s[t]
+                started = not np.isnan(mu)
+                fk = 1.0
+                if started and level_s[t] > 0:
+                    fk = mu / level_s[t]
+                f_s[t] = fk
                 for j in range(n_sum):
                     w = windows[j]
-                    lag = w + guards[j]
-                    if history < min_history + lag or t < lag:
+                    use_raw = w <= raw_max
+                    if present:
+                        sx[j] += xt if use_raw else xc_s[t]
+                    sf[j] += fk
+                    if t >= w:
+                        old = x[i, t - w]
+                        if not np.isnan(old):
+                            sx[j] -= old if use_raw else xc_s[t - w]
+                        sf[j] -= f_s[t - w]
+                if not (started and present):
+                    continue
+                bits = 0
+                phi_t = phi_s[t]  # the data's dispersion plus the baseline's
+                param = param_s[t]
+                # The log-likelihood ratio is increasing in x and negative at
+                # x = mu: an empty CUSUM stays empty without computing it.
+                if cusum_h > 0 and (evidence > 0 or xt > mu):
+                    f_c = max(phi_t, 1e-8)
+                    llr = xt * log_r - (xt + 1.0 / f_c) * math.log(
+                        (1.0 + f_c * min_ratio * mu) / (1.0 + f_c * mu)
+                    )
+                    evidence = min(max(evidence + llr, 0.0), cusum_h)
+                if history >= min_history:
+                    var1 = mu + phi_t * mu * mu
+                    z1 = (xt - 0.5 - mu) / np.sqrt(var1)
+                    # The tail only matters far out (screen ~1e-4): skip erfc near the centre.
+                    p1 = 0.5 * math.erfc(z1 / math.sqrt(2.0)) if z1 > 2.5 else 0.5
+                    mat1 = (xt - mu >= min_excess) and (xt >= min_ratio * mu)
+                    valid[b, 0, t] += 1
+                    if np.float32(max(p1, 1e-30)) <= screen:
+                        bits |= 1 | (256 if mat1 else 0)
+                    if mat1 and cusum_h > 0 and evidence >= cusum_h:
+                        bits |= 1 << (n_sum + 1)
+                    for j in range(n_sum):
+                        w = windows[j]
+                        lag = w + guards[j]
+                        if history < min_history + lag or t < lag:
+                            continue
+                        base = level_s[t - lag]
+                        if np.isnan(base):
+                            continue
+                        valid[b, j + 1, t] += 1
+                        obs = sx[j]
+                        exp = max(base * sf[j], 0.05 * w)
+                        phi_w = (phi_t - param) / w + param
+                        zw = (obs - 0.5 - exp) / np.sqrt(exp + phi_w * exp * exp)
+                        pw = 0.5 * math.erfc(zw / math.sqrt(2.0)) if zw > 2.5 else 0.5
+                        if np.float32(max(pw, 1e-30)) > screen:
+                            continue
+                        now = base * fk
+                        mat = (obs - exp >= min_excess * np.sqrt(w)) and (obs >= min_ratio * exp)
+                        sup = (xt > mu) and (xt >= min_ratio * now) and (p1 <= support)
+                        bits |= (1 << (j + 1)) | ((256 << (j + 1)) if (mat and sup) else 0)
+                if bits == 0:
+                    continue
+                c = found[b]
+                found[b] += 1
+                if c >= cand_rows.shape[1]:
+                    continue  # no room: the caller retries with the count
+                cand_rows[b, c, 0] = i
+                cand_rows[b, c, 1] = t
+                cand_rows[b, c, 2] = bits
+                span = cand_x.shape[2]
+                for d in range(span):
+                    tt = t - (span - 1) + d
+                    if tt < 0:
+                        cand_x[b, c, d] = nan
+                        for q in range(5):
+                            cand_state[b, c, q, d] = nan
                         continue
-                    base = rl[(t - lag) % ring]
-                    if np.isnan(base):
-                        continue
-                    obs = sx[j]
-                    exp = max(base * sf[j], 0.05 * w)
-                    now = base * rf[k]
-                    phi_w = (phi_t - param) / w + param
-                    zw = (obs - 0.5 - exp) / np.sqrt(exp + phi_w * exp * exp)
-                    pw = 0.5 * math.erfc(zw / math.sqrt(2.0)) if zw > 2.5 else 0.5
-                    mat = (obs - exp >= min_excess * np.sqrt(w)) and (obs >= min_ratio * exp)
-                    sup = (xt > mu) and (xt >= min_ratio * now) and (p1 <= support)
-                    pw = max(pw, 1e-30)  # float32 output: keep the sign visible
-                    p_out[j + 1, i, t] = pw if (mat and sup) else -pw
-            if not present:
-                continue
-            v = alpha_var if seen * alpha_var >= 1.0 else max(alpha_var, 1.0 / (seen + 1.0))
-            deseason = xc / max(f, 1e-3)
-            new_level = level + a * (deseason - level) if started else xc
-            ratio = xc / max(new_level, 1e-9) if new_level > 0 else 1.0
-            new_season = f + g * (ratio - f)
-            new_var = var_ratio + v * (((xc - mu) ** 2 - mu) * inv_mu * inv_mu - var_ratio)
-            level = new_level
-            if period > 1:
-                if seen >= period:
-                    raw_sum += new_season / scale - raw[slot]
-                    raw[slot] = new_season / scale
-                mean = raw_sum * scale / period
-                if mean > 0:
-                    scale /= mean
-                seen_slot[slot] += 1
-            in_band = lower <= xt <= upper
-            if started and (in_band or not warm):
-                var_ratio = new_var
-            seen += 1.0
+                    cand_x[b, c, d] = x[i, tt]
+                    cand_state[b, c, 0, d] = mu_s[tt]
+                    cand_state[b, c, 1, d] = phi_s[tt]
+                    cand_state[b, c, 2, d] = param_s[tt]
+                    cand_state[b, c, 3, d] = level_s[tt]
+                    cand_state[b, c, 4, d] = xc_s[tt]
 
 
 _score_kernel = numba.njit(**_JIT)(_score_series) if numba else None
-
-
-def _screen_cells(p: np.ndarray, screen: float, valid: np.ndarray) -> np.ndarray:
-    """Count the defined tests per bucket into ``valid`` and mark (bit j) the
-    cells whose test j passes the screen: one compiled pass instead of
-    several full-matrix NumPy ones."""
-    n_tests, s_count, t_count = p.shape
-    hits = np.zeros((s_count, t_count), dtype=np.uint8)
-    # Parallel over bucket blocks (each thread owns its columns of `valid`),
-    # series-major inside a block so memory is read in order.
-    block = 256
-    for b in numba.prange((t_count + block - 1) // block):  # type: ignore[union-attr]
-        lo = b * block
-        hi = min(lo + block, t_count)
-        for j in range(n_tests):
-            for i in range(s_count):
-                for t in range(lo, hi):
-                    v = p[j, i, t]
-                    if not np.isnan(v):
-                        valid[j, t] += 1
-                        if abs(v) <= screen:
-                            hits[i, t] |= np.uint8(1 << j)
-    return hits
-
-
-_screen_kernel = numba.njit(**_JIT)(_screen_cells) if numba else None
-
-
-def _at(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Cells of a (float32) kernel output in float64: exact tails in double."""
-    return a[rows, cols].astype(np.float64)
+# Series blocks per kernel call: several per thread, so a slow block (the
+# other core busy) does not leave a thread idle at the end.
+_BLOCKS = 16
+# Candidate cells kept per series before a chunk must be scored again: the
+# screen passes ~40 per hourly series over two years (low counts are far
+# from normal).
+_ROOM = 64
 
 
 def detect_matrix(
@@ -995,8 +1003,11 @@ def detect_matrix(
     keeps only the cells whose approximate p-value could pass, makes those
     exact, and runs Benjamini-Hochberg across all series per timestamp on
     them alone (cells that cannot pass cannot change a passing cell's
-    rank). Returns the (series, bucket) indices of anomalous cells. Needs
-    numba.
+    rank). Nothing is stored per cell: the kernel counts the defined tests
+    per timestamp and keeps the filter state of the ``lag + 1`` buckets
+    ending at each candidate, which is all the exact tails read (a few MB
+    per chunk beyond the input). Returns the (series, bucket) indices of
+    anomalous cells. Needs numba.
     """
     if _score_kernel is None:
         raise RuntimeError("detect_matrix needs numba (pip install numba)")
@@ -1005,6 +1016,8 @@ def detect_matrix(
     windows = np.array([w for w, _ in SUM_WINDOWS], dtype=np.int64)
     guards = np.array([g for _, g in SUM_WINDOWS], dtype=np.int64)
     n_tests = 1 + len(SUM_WINDOWS)
+    if n_tests + 1 > 8:
+        raise ValueError("a candidate's bits hold at most 7 tests and the CUSUM")
     k = n_tests * period * horizon_cycles
     screen = alpha / k * 10.0  # exact p <= alpha / k is needed to pass; 10x slack
     s_count, t_count = x.shape
@@ -1012,54 +1025,67 @@ def detect_matrix(
     cusum_h = cusum_threshold(alpha, horizon, s_count) if cusum_h is None else cusum_h
     cands: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(n_tests)]
     slots = np.ascontiguousarray(slots, dtype=np.int64)
-    # One set of buffers for every chunk: fresh ones would cost a page fault
-    # per 4 KB, seconds of system time at this size.
-    # The filter's outputs in float32: they only feed the exact refinement of
-    # a few candidates, and half the bytes written per bucket measured 20-35%
-    # less CPU under memory contention (see benchmarks/results/detection.md).
-    shape = (min(chunk, s_count), t_count)
-    buffers = [np.empty(shape, dtype=np.float32) for _ in range(5)]
-    p_buf = np.empty((n_tests + 1, *shape), dtype=np.float32)  # + the CUSUM's decisions
-    valid = np.zeros((n_tests + 1, t_count), dtype=np.int64)
+    params = (
+        slots, period, min_history, clip_z, 2.0 / (28 + 1), 2.0 / (16 + 1), 2.0 / (VAR_SPAN + 1),
+        # Support (p1 <= SUM_SUPPORT) is checked exactly below, not screened.
+        min_excess, min_ratio, windows, guards, SUM_RAW, 1.0, cusum_h, screen,
+    )  # fmt: skip
+    lag_max = max(w + g for w, g in SUM_WINDOWS)
+    span = lag_max + 1  # buckets of state kept per candidate: itself and the lag before
+    valid = np.zeros((_BLOCKS, n_tests, t_count), dtype=np.int64)
+    found = np.zeros(_BLOCKS, dtype=np.int64)
+    # Candidates per block, grown (and the chunk scored again) when short.
+    room = _ROOM * -(-min(chunk, s_count) // _BLOCKS)
     cusum_hits: list[tuple[np.ndarray, np.ndarray]] = []
     for lo in range(0, s_count, chunk):
-        rows = min(chunk, s_count - lo)
-        mu, phi, param, level, xc = (b[:rows] for b in buffers)
-        # Counts are exact in float32: the kernel reads the caller's rows in place.
-        xs = np.ascontiguousarray(x[lo : lo + rows])
-        p = p_buf[:, :rows]
-        _score_kernel(
-            xs, slots, period, min_history, clip_z,
-            2.0 / (28 + 1), 2.0 / (16 + 1), 2.0 / (VAR_SPAN + 1),
-            # Support (p1 <= SUM_SUPPORT) is checked exactly below, not screened.
-            min_excess, min_ratio, windows, guards, SUM_RAW, 1.0, cusum_h,
-            mu, phi, param, level, xc, p,
-        )  # fmt: skip
-        hits = _screen_kernel(p, screen, valid)
-        s_c, t_c = np.nonzero(hits & (1 << n_tests))
-        cusum_hits.append((s_c + lo, t_c))
+        xs = np.ascontiguousarray(x[lo : lo + chunk])  # read in place when already so
+        while True:
+            found[:] = 0
+            counts = np.zeros_like(valid)
+            cand_rows = np.empty((_BLOCKS, room, 3), dtype=np.int64)
+            cand_x = np.empty((_BLOCKS, room, span))
+            cand_state = np.empty((_BLOCKS, room, 5, span), dtype=np.float32)
+            _score_kernel(xs, *params, counts, found, cand_rows, cand_x, cand_state)
+            if found.max() <= room:
+                break
+            room = int(found.max())
+        valid += counts
+        keep = np.arange(room)[None, :] < found[:, None]
+        rows_, xw, state = cand_rows[keep], cand_x[keep], cand_state[keep]
+        if not rows_.shape[0]:
+            continue
+        s_f, t_f, bits = rows_[:, 0], rows_[:, 1], rows_[:, 2]
+        fired = (bits & (1 << n_tests)) > 0
+        cusum_hits.append((s_f[fired] + lo, t_f[fired]))
+        # The exact tails, from the state kept around each candidate (float32,
+        # as stored before; the tails themselves are computed in float64).
+        now = span - 1
         for j in range(n_tests):
-            s_i, t_i = np.nonzero(hits & (1 << j))
-            if not s_i.size:
+            pick = np.flatnonzero((bits & (1 << j)) > 0)
+            if not pick.size:
                 continue
-            material = p[j][s_i, t_i] > 0
-            p1 = nb_sf(_at(xs, s_i, t_i), _at(mu, s_i, t_i), _at(phi, s_i, t_i))
+            mu, phi, param, level, xc = (state[pick, q].astype(np.float64) for q in range(5))
+            xv = xw[pick]
+            at = np.arange(pick.size)
+            material = (bits[pick] & (256 << j)) > 0
+            p1 = nb_sf(xv[:, now], mu[:, now], phi[:, now])
             if j == 0:
                 exact = p1
             else:
                 w, g = SUM_WINDOWS[j - 1]
-                back = t_i[:, None] - np.arange(w)[None, :]
-                src = xs if w <= SUM_RAW else xc
-                obs = np.nan_to_num(_at(src, s_i[:, None], back)).sum(axis=1)
-                lv = _at(level, s_i[:, None], back)
-                fac = np.where(lv > 0, _at(mu, s_i[:, None], back) / np.maximum(lv, 1e-9), 1.0)
-                base = _at(level, s_i, t_i - w - g)
+                back = now - np.arange(w)[None, :]
+                src = xv if w <= SUM_RAW else xc
+                obs = np.nan_to_num(src[at[:, None], back]).sum(axis=1)
+                lv = level[at[:, None], back]
+                fac = np.where(lv > 0, mu[at[:, None], back] / np.maximum(lv, 1e-9), 1.0)
+                base = level[:, now - w - g]
                 exp = np.maximum(base * np.nan_to_num(fac).sum(axis=1), 0.05 * w)
-                ph = (_at(phi, s_i, t_i) - _at(param, s_i, t_i)) / w + _at(param, s_i, t_i)
+                ph = (phi[:, now] - param[:, now]) / w + param[:, now]
                 exact = nb_sf(obs, exp, ph)
                 # The support condition, now with the exact single-bucket p.
                 material &= p1 <= SUM_SUPPORT
-            cands[j].append((s_i + lo, t_i, exact, material))
+            cands[j].append((s_f[pick] + lo, t_f[pick], exact, material))
+    valid = valid.sum(axis=0)
     flagged: set[tuple[int, int]] = set()
     for s_c, t_c in cusum_hits:
         flagged.update(zip(s_c.tolist(), t_c.tolist(), strict=True))

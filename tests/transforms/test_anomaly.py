@@ -217,6 +217,46 @@ def test_detect_matrix_makes_the_same_decisions_as_detect(grain: str, steps: int
     assert sorted((s_idx * steps + t_idx).tolist()) == sorted(want.tolist())
 
 
+@pytest.mark.slow
+def test_detect_matrix_keeps_every_candidate_when_its_room_runs_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Low counts are far from normal, so dozens of cells per series pass the
+    # kernel's screen. With room for one candidate per series the kernel runs
+    # out of room and the chunk is scored again with more. The decisions must
+    # be those of ample room and of the frame API.
+    from transforms import anomaly
+
+    if anomaly._score_kernel is None:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(17)
+    steps, n = 24 * 200, 6
+    x = rng.poisson(0.4, (n, steps)).astype(np.float32)
+    x[2, 3000:3006] += 25  # a real spike among the noise
+    x[4, :500] = np.nan  # a series that starts late
+    ts = [START + timedelta(hours=i) for i in range(steps)]
+    grain = infer_grain(pl.Series(ts))
+    slots = anomaly._slot(pl.Series(ts).to_numpy(), grain)
+    large = anomaly.detect_matrix(x, slots, grain.period, chunk=1000)
+    monkeypatch.setattr(anomaly, "_ROOM", 1)
+    small = anomaly.detect_matrix(x, slots, grain.period, chunk=1)
+    assert np.array_equal(small[0], large[0])
+    assert np.array_equal(small[1], large[1])
+    names = [f"s{i}" for i in range(n)]
+    keep = ~np.isnan(x.ravel())
+    frame_in = pl.DataFrame(
+        {"series": np.repeat(names, steps), "ts": ts * n, "value": x.ravel().astype(float)}
+    ).filter(pl.Series(keep))
+    scored = detect(frame_in).with_columns(
+        pl.col("series").str.slice(1).cast(pl.Int64).alias("s"),
+        ((pl.col("ts") - START).dt.total_hours()).alias("t"),
+    )
+    want = scored.filter(pl.col("is_anomaly")).sort("s", "t")
+    assert want.height >= 1
+    assert want["s"].to_list() == small[0].tolist()
+    assert want["t"].to_list() == small[1].tolist()
+
+
 def test_gaussian_mode_scores_real_values_causally() -> None:
     rng = np.random.default_rng(5)
     n = 3000
