@@ -21,16 +21,28 @@ How the complaint score works (weights are in the tier tables below):
   classes of language (negated ability, failure verbs, money taken or changed,
   broken promises, repeats and time since, deletions, their es/fr/de
   equivalents), each as strong as a _MEDIUM word;
-* sarcasm ("oh great, another 'small adjustment'. Love that for me") adds, and
-  the praise words inside a sarcastic ticket no longer count as praise;
-* a how-to question, a polite request or praise subtracts a little, so "how do
+* _STRUCTURAL (rules-6) holds classes of *sentence* rather than phrases, as
+  strong as a _MEDIUM word: a question that reports a fault ("why ... not",
+  "warum ... nicht", "por qué ... no", "pourquoi ... pas"), an expectation
+  broken ("even though I updated it", "obwohl"), money that does not match
+  ("charged 15.98 but my plan is 7.99", "tres cargos"), a request to repair
+  ("please fix that", "bitte korrigieren"), something no longer there in
+  de/es/fr negation ("kein ... mehr", "ya no hay", "n'y a plus de"), repeated
+  attempts ("dreimal", "tres veces"), "it's not my router", a disputed claim
+  ("supposedly", "soi-disant"), going public, and angry emoji;
+* sarcasm ("oh great, another 'small adjustment'. Love that for me", mock
+  appreciation as a sentence of its own: "Very touching.") adds, and the
+  praise words inside a sarcastic ticket, or beside a real fault, no longer
+  count as praise; a word in scare quotes ('valued') is a weak cue;
+* a how-to question, a suggestion ("Feature idea: ..."), a polite request or
+  praise subtracts a little, so "how do
   I add a profile?" or "love the new app" stay below the threshold while a
   question with a real grievance in it does not; asking for a fault to be
   looked into ("could you look into it?", "can I get a replacement?") is a
   weak cue of its own, so a polite fault report is not dampened away. Only
   the *body's* opening counts as a question: a subject like "What happened to
-  my account" is a headline. Asking how to leave counts half as much as
-  saying you leave;
+  my account" is a headline. Asking how to leave, or asking politely ("please
+  close my account, thanks"), counts half as much as saying you leave;
 * a report that the problem is over ("fixed now, thanks") subtracts more;
 * score = raw / (raw + 1), a complaint at score >= 0.5 (raw >= 1).
 
@@ -45,8 +57,12 @@ mention leaving at all.
 Measured honestly (benchmarks/labels_eval.py): rules-4 was tuned on the whole
 of labels_eval.jsonl and scored once on labels_holdout.jsonl. rules-5 was
 written from both, each round of rules from one half of the errors and checked
-on the other half; it is scored once on labels_holdout2.jsonl, which no rule
-writer has read. Quote that figure, not the tuning ones.
+on the other half, and scored once on labels_holdout2.jsonl (complaint F1
+0.805, cancel precision 0.885). rules-6 was written from labels_holdout2.jsonl:
+round A from its even lines (complaint F1 on the odd lines 0.806 -> 0.844),
+round B from its odd lines (even lines 0.938 -> 0.951). It is scored once on
+labels_holdout3.jsonl, which no rule writer has read. Quote that figure, not
+the tuning ones.
 """
 
 from __future__ import annotations
@@ -64,7 +80,7 @@ from transforms.taxonomy import DEFAULT_TOPICS, Topic
 
 # Bump when any rule, weight or lexicon below changes: labels in the warehouse
 # carry it, so a relabel can find what an older ruleset produced.
-LABELLER_RULES_VERSION = "rules-5"
+LABELLER_RULES_VERSION = "rules-6"
 
 COMPLAINT_THRESHOLD = 0.5
 _LANG_WINDOW = 600  # characters: stop words in the opening lines are enough
@@ -280,7 +296,7 @@ _MEDIUM = [
     r"(?:doesn'?t|does not) (?:feel|seem|make)",
     r"not (?:\w+ )?(?:user friendly|cool|normal|good enough|worth)",
     r"paid (?:\w+ ){0,4}(?:and|but) (?:got|get|received) nothing",
-    r"thanks a lot",
+    r"thanks a lot(?:\.|$)",
     r"(?:i |we )?expect(?:ed)? better|what (?:are|were) you thinking|timed out",
     r"(?:does not|doesn'?t|don'?t|do not|did not|didn'?t) (?:match|recogni[sz]e|answer)",
     r"(?:so|too|very|really) slow|never available|hacked",
@@ -473,7 +489,7 @@ _IMPLICIT = [
     r"ne (?:se )?(?:charge|s'?ouvre|s'?affiche|repond|lance|demarre|lit) (?:plus|pas|jamais)",
     # de
     r"zumutung",
-    r"seit (?:tagen|wochen|monaten|stunden|zwei|drei|vier|\d+|einer|einem)",
+    r"seit (?:tagen|wochen|monaten|stunden|zwei|drei|vier|\d{1,3}|einer|einem)",
     r"(?:antwortet|reagiert|ladt|startet|spielt|offnet) (?:\w+ ){0,3}?(?:nicht|nie)",
     r"kein(?:e|en)? \w+ (?:lauft|geht|funktioniert|ladt)",
     r"kaum noch",
@@ -586,6 +602,93 @@ _IMPLICIT = [
     r"kostet (?:\w+ ){0,3}mehr|cuesta (?:\w+ ){0,2}mas|coute (?:\w+ ){0,2}plus",
 ]
 
+# Structural cues (rules-6), written from the even lines of labels_holdout2.jsonl
+# and checked on its odd lines, then the reverse. Classes of sentence rather than
+# phrases: a question that reports a fault ("why ... not"), an expectation broken
+# ("even though I updated it"), a money mismatch ("charged 15.98 but my plan is
+# 7.99"), a request to repair ("please fix that"), a thing that is no longer
+# there in de/es/fr negation ("kein Kinderprofil mehr"), going public, and
+# angry emoji. Same weight as _MEDIUM; a third regex for the lazy-DFA cache.
+_STRUCTURAL = [
+    # a question that reports a fault: why + negation
+    r"why (?:\w+ ){0,6}(?:not|no|never|n'?t)",
+    r"warum (?:\w+ ){0,6}(?:nicht|kein\w*|nie|nur)",
+    r"por que (?:\w+ ){0,6}(?:no|nunca|ya no|solo)",
+    r"pourquoi (?:\w+ ){0,6}(?:pas|plus|jamais|que)",
+    r"was soll das|echt jetzt\?|en serio\?|serieusement\?|explain\?|q(?:ue)? onda con",
+    # an expectation broken
+    r"even though (?:i|we|it|you|the|my)|aunque (?:ya )?(?:\w+ )?(?:pague|tengo|hice|actualice)|"
+    r"obwohl (?:ich|wir)|alors que (?:j'?ai|je|nous)",
+    r"(?:never|didn'?t|did not|haven'?t|have not) (?:\w+ )?(?:signed up|sign up|ordered|order|"
+    r"requested|request|subscribed|add|added|agreed|authori[sz]ed)",
+    # money that does not match
+    r"(?:charge|charged|charging|bill|billed|statement|receipt|invoice|cargo|cargos|cobr\w*|"
+    r"recibo|abbuchung\w*|rechnung|preleve\w*|releve|factur\w*) (?:\S+ ){0,6}"
+    r"(?:but|pero|aber|mais) (?:\S+ ){0,4}(?:only|solo|nur|seulement|just|is|es|ist|est)",
+    r"(?:two|three|four|dos|tres|cuatro|zwei|drei|vier|deux|trois|quatre) (?:\w+ )?(?:charges|"
+    r"cargos|cobros|abbuchungen|prelevements|planes|plans|bills|rechnungen|factures)",
+    r"(?:charged|charging|billed|cobrando|cobran) (?:\S+ ){0,4}(?:extra|more|earlier|before|"
+    r"de mas|dos)",
+    r"(?:higher|more) than (?:the )?(?:price|advertised|stated|quoted|listed|promised)",
+    # a request to repair something
+    r"(?:please |bitte |por favor )?(?:fix|correct|sort out|arreglen|arreglenlo|korrigieren|"
+    r"korrigiert|corrigez|corriger) (?:\w+ )?(?:that|this|it|eso|esto|das|asap|ya|now)|"
+    r"please (?:fix|correct)|bitte (?:korrigieren|beheben|reparieren)|a correction",
+    r"(?:the|a) (?:correct|right) (?:one|disc|dvd|movie|film|title)|"
+    r"(?:a )?different (?:movie|film|disc|dvd|title|show)",
+    # something no longer there, in de/es/fr negation
+    r"kein(?:e|en|er)? (?:\w+ ){0,2}mehr|nicht mehr|ya no (?:hay|tengo|aparece\w*|esta\w*|"
+    r"funciona\w*|puedo)|(?:n'?y a|ne \w+) plus (?:de|d'|aucun\w*)",
+    r"no hay (?:\w+ )?(?:conexion|sonido|audio|imagen|subtitulos)|"
+    r"(?:with )?no (?:sound|audio|picture|image|subtitles|video)|pas de (?:son|sous-titres|image)|"
+    r"kein(?:en)? (?:ton|bild|untertitel\w*|empfang)",
+    r"(?:nicht|not|no|pas) (?:\w+ )?(?:verfugbar|available|disponible)",
+    r"ni (?:un|una) (?:sol[oa] )?\w+|nimmt (?:\w+ ){0,4}nicht an|nix",
+    r"only works (?:on|in|with)|solo funciona|funktioniert nur|ne (?:marche|fonctionne) que",
+    # faults in es/de verbs
+    r"se (?:traba|cae|cuelga|congela|corta)|stops every|every (?:\w+ )?minutes",
+    # going public
+    r"(?:posting|post|tweet\w*|sharing|share) (?:this|it|about)|(?:on|auf|en|sur|in) (?:twitter|"
+    r"facebook|reddit)|(?:eltern|verbraucher|kunden)?forum|verbraucherzentrale|"
+    r"consumer (?:protection|rights)|la radio|lawyer|abogado|anwalt|avocat",
+    # round B (rules-6), written from the odd lines of labels_holdout2.jsonl:
+    # an error code, a disputed claim, repeated attempts, "it's not my router"
+    r"soi-disant|supposedly|angeblich|supuestamente|cense\w* etre|se supone que|"
+    r"sollte eigentlich|eigentlich (?:\w+ ){0,3}(?:sollte|kosten?)",
+    r"(?:zweimal|dreimal|viermal|funfmal|mehrmals|x-mal)|(?:dos|tres|cuatro|cinco|varias) veces|"
+    r"(?:deux|trois|quatre|cinq|plusieurs) fois",
+    r"(?:problem|problema|probleme) (?:ist|es|est|is) (?:nicht|no|pas|not)|"
+    r"(?:no es|it'?s not|ist nicht|c'?est pas|n'?est pas) (?:mi|my|mein|ma|mon|el|der|le|the) "
+    r"(?:internet|router|conexion|wifi|connexion|modem)",
+    # escalation: passing it on to someone technical
+    r"(?:pass|forward|escalate|leiten|pasen|pasenlo|transmettre|transmettez) (?:\w+ ){0,4}"
+    r"(?:technik\w*|tecnic[oa]|technicien\w*|technical|someone|alguien|quelqu'?un|weiter)|"
+    r"take a look|bitte um hilfe|ersatz|bien vouloir corriger|annulation de ces frais",
+    # a question that reports a fault: where did it go, an explanation?
+    r"donde (?:quedaron|quedo|estan|fueron)|ou sont passe\w*|wo sind (?:\w+ )?(?:hin|geblieben)",
+    r"(?:une|an|eine|una) (?:explication|explanation|erklarung|explicacion) ?\?",
+    r"nothing (?:would|will|wants to|seems to) (?:load|play|work|start|open)",
+    # faults in any language
+    r"blank screen|grauer? kasten|schwarzer bildschirm|ecran (?:noir|blanc)|"
+    r"pantalla (?:negra|en blanco)",
+    r"sans (?:son|image|sous-titres)|sin (?:sonido|audio|imagen)|ohne (?:ton|bild)|ruckel\w*",
+    r"(?:kommen|kommt) (?:\w+ ){0,3}nicht an|nur noch",
+    r"(?:has |have )?stopped \w+ing",
+    r"aucune? (?:explication|courriel|reponse|email|nouvelle)|keine (?:erklarung|email|nachricht)|"
+    r"ninguna (?:explicacion|respuesta)|no (?:explanation|warning|notice)",
+    r"(?:trouve|finds?|findet|encuentra) (?:\w+ )?(?:rien|nothing|nichts|nada)|zero result\w*|"
+    r"no results|aucun resultat|keine ergebnisse|ningun resultado",
+    r"can'?t afford|no puedo pagar|kann mir (?:\w+ )?nicht (?:mehr )?leisten|n'?ai plus les moyens",
+    r"mixed (?:up )?with|mezclad[oa]|melange\w*|vermischt",
+    r"not the best|(?:nicht|no|pas) (?:\w+ )?(?:der|el|le) (?:beste|mejor|meilleur)",
+    r"(?:franchement|honestly|ehrlich|en serio)[.!]",
+    r"(?:otro|nuevo) aumento|aumento de(?:l)? precio|subida de(?:l)? precio",
+    r"(?:telling|tell|warn\w*) (?:everyone|everybody|all my friends|my friends)|blog\w*|"
+    r"allen erzahlen|a todo el mundo|a tout le monde",
+    # angry or sulking emoji
+    r"emoji-angry",
+]
+
 # Weak cues: two of them, or one with anything else, make a complaint.
 _WEAK = [
     r"problems?",
@@ -628,6 +731,8 @@ _WEAK = [
     r"look into (?:it|this|that)|investigate|replacement|replace (?:it|the \w+)",
     r"(?:check|find out|see|tell me) (?:what|why) (?:happened|is going on|went wrong|it)",
     r"for (?:a|an|one|over a|almost a) (?:week|month|day|fortnight)",
+    # rules-6: a quoted message or a word in scare quotes ('valued', 'page not found')
+    r"\s['\"][^'\"\n]{2,40}['\"](?:[\s.,!?]|$)",
 ]
 
 # Placed before a negative phrase, these turn annoyance into anger.
@@ -664,6 +769,18 @@ _SARCASM = [
     r"thanks for (?:that|nothing)|merci,? vraiment|gracias,? de verdad|danke,? wirklich",
     r"(?:super|genial|toll|prima|merci|gracias|danke|bravo|parfait|perfecto|perfekt)[,.!]*\s+"
     r"(?:encore|otra|otro|de nuevo|schon wieder|noch (?:ein|mehr)|wieder|une autre|un autre)",
+    # rules-6: mock appreciation as a sentence of its own
+    r"[.!]\s*(?:very|really|truly|so|how) (?:helpful|touching|impressive|visionary|thoughtful|"
+    r"considerate|generous|useful|reassuring|professional)(?: stuff)?[.!]",
+    r"(?:excellent|great|perfect|brilliant|nice) (?:timing|way to)|love how",
+    r"(?:ganz |echt |wirklich )?(?:toll|super|klasse|prima) gemacht",
+    r"(?:merci|thanks|thank you|gracias|danke)(?: bien| a lot| so much)?\.{3}",
+    r"\.{3} ?(?:para|for|pour|fur) (?:ustedes|you|vous|euch)",
+    r"(?:la )?meme definition|same definition",
+    # round B
+    r"yeah,? thanks|(?:ay )?que lindo|genau das hat (?:mir )?(?:noch )?gefehlt|living the dream|"
+    r"love being|bold choice|scenic route|gracias por pensar en",
+    r"wow,? only|ganz toll,? dass",
 ]
 
 # What takes points away: a how-to question, a polite request, praise.
@@ -705,6 +822,14 @@ _QUESTION = [
     r"por favor",
     r"s'?il vous plait",
     r"bitte",
+    # rules-6: a suggestion is not a grievance
+    r"(?:feature )?idea:",
+    r"idee ?:",
+    r"tip:",
+    r"idea para|feature request|fyi|"
+    r"(?:would|it'?d) be (?:great|nice|cool|awesome|helpful)|estaria (?:bien|buenisimo|genial)|"
+    r"seria (?:genial|bueno|ideal)|ce serait (?:bien|top|super|genial|pratique)|"
+    r"(?:es )?ware (?:schon|toll|super|gut|praktisch)",
 ]
 # Marks of a question, a request, a greeting, politeness or a good mood: a
 # ticket without any of them (nor praise, a question opening, a fix or a
@@ -776,6 +901,9 @@ _PRAISE = [
     r"prima",
     r"klasse",
     r"zufrieden",
+    # rules-6
+    r"(?:still|by far|always) the best|best \w+ ever|flawless|big improvement|zero regrets|"
+    r"emoji-happy",
 ]
 
 # Cut out before scoring: a negated negative is not a complaint.
@@ -797,9 +925,14 @@ _NEUTRAL = [
     r"sin problema",
     r"pas de (?:probleme|souci)",
     r"kein (?:problem|stress)",
+    # round B
+    r"rien de grave|nothing serious|nichts schlimmes|nada grave|no es por nada malo|nothing bad",
     r"ningun problema",
     r"no (?:estoy|estamos) (?:\w+ )?(?:enfadad|molest|enojad)[oa]s?",
     r"nicht schlecht",
+    # rules-6
+    r"(?:nicht|not|no|pas) (?:\w+ )?(?:unzufrieden|unhappy|mecontent\w*|descontent\w*)",
+    r"no es (?:una )?queja|(?:ce n'?est )?pas une plainte|keine beschwerde",
     r"pas mal",
 ]
 
@@ -861,6 +994,27 @@ _CANCEL = [
     r"tschuss",
     r"(?:bin ich|ich bin) weg",
     r"(?:schliessen|loschen|kundigen) sie mein",
+    # rules-6: a close/stop verb a few words before the thing closed, in four languages
+    r"(?:close|closing|stop|stopping|end|ending|terminate|terminating) (?:my|our|the) "
+    r"(?:\w+ ){0,4}(?:account|subscription|membership|plan|service)",
+    r"(?:close|cancel) mine",
+    r"(?:clore|fermer|arreter|resilier|annuler|mettre fin a) (?:mon|notre|le|ma|l') ?(?:\w+ ){0,2}"
+    r"(?:abonnement|compte|forfait)",
+    r"(?:cancel\w*|cerrar|cierro|cierren|dar de baja) (?:mi |la |el |me )?(?:\w+ ){0,3}?"
+    r"(?:cuenta|suscripcion|plan|parte)|la cierro",
+    r"kuendig\w*|(?:ganz|komplett) aufhoren",
+    r"(?:i'?m|we'?re|i am|we are) switching(?:[.!,]| to|$)",
+    r"ich bin (?:\w+ )?bei (?:lovefilm|amazon|sky|maxdome|der konkurrenz)|"
+    r"(?:switch|switching|going|go) (?:over )?to (?:lovefilm|blockbuster)",
+    r"let(?:ting)? (?:my|the|our) (?:\w+ )?(?:subscription|membership|plan|account) lapse",
+    r"(?:i'?m|i am|we'?re|we are) (?:gone|out) (?:as soon as|when|once|after|at the end)",
+    r"(?:we'?ll|we will|i'?ll|i will) (?:find|look for) something else",
+    # round B
+    r"j'?annule|je (?:vais )?(?:arreter|ferme|fermer)|(?:m'?abonne|aller|vais) ailleurs",
+    r"lasse (?:ich )?(?:\w+ ){0,3}auslaufen|auslaufen lassen",
+    r"(?:take|taking) my (?:money|business) (?:to|elsewhere)",
+    r"(?:pedir|solicitar|quiero|quisiera) (?:la )?baja|denme de baja|darse de baja",
+    r"time to let (?:it|this) go|(?:gonna|going to) stop before",
 ]
 _CANCEL_NEUTRAL = [
     r"(?:accidentally|by mistake|mistakenly|by accident) (?:\w+ ){0,2}cancel\w*",
@@ -907,6 +1061,15 @@ _CANCEL_NEUTRAL = [
     r"si (?:je|nous|on) (?:\w+ )?(?:resilie\w*|annule\w*|desabonne\w*)",
     r"wenn (?:ich|wir|man) (?:\w+ )?(?:kundige\w*)",
     r"kundige (?:ich )?nicht",
+    # rules-6: instead of leaving, things that were cancelled, what happened to me
+    r"(?:instead of|rather than|en lugar de|en vez de|au lieu de|statt) "
+    r"(?:\w+ ){0,2}(?:cancel\w*|resilier|kundigen|leaving|quitting)",
+    r"cancel+(?:ed|led)? (?:the |my |an? |this )?(?:\w+ )?(?:shipment|delivery|rental|shipping)",
+    r"nach (?:meiner |der )?kundigung|(?:j'?ai|nous avons|avons) resilie",
+    r"(?:lo )?que me paso con",
+    # round B
+    r"(?:after|since|despues de|apres) cancel+\w*|(?:after|before) (?:i|we|you) cancel\w*",
+    r"je quitte (?:la|mon|ma) (?:compagnie|job|travail|emploi|entreprise|boulot)",
 ]
 
 # Whole-ticket vetoes of cancel intent: asking on someone else's behalf, or staying.
@@ -941,6 +1104,14 @@ _DAMPEN_PRAISE = 0.5
 _DAMPEN_RESOLVED = 1.5
 
 
+# 😠 😡 😤 😒 🙄 👎 🤬 😩 😞 💩 😑, and 🎉 😂 😍 ❤ 👍 🥰 😊
+_ANGRY_EMOJI = (
+    "\U0001f620\U0001f621\U0001f624\U0001f612\U0001f644\U0001f44e"
+    "\U0001f92c\U0001f629\U0001f61e\U0001f4a9\U0001f611"
+)
+_HAPPY_EMOJI = "\U0001f389\U0001f602\U0001f60d\u2764\U0001f44d\U0001f970\U0001f60a"
+
+
 def _fold_map() -> dict[str, str]:
     """Latin letters with diacritics -> plain letters, and typographic quotes ->
     "'". Built once from unicodedata; applied by Polars' Aho-Corasick
@@ -952,6 +1123,10 @@ def _fold_map() -> dict[str, str]:
         if base != char and base.isascii() and base.isalpha():
             folds.setdefault(char, base)
     folds.update(dict.fromkeys("\u2019\u2018`\u00b4", "'"))
+    # emoji become ASCII words, so the regexes stay on their fast ASCII path
+    # (a class of emoji alone cost a quarter of the structural regex's time)
+    folds.update(dict.fromkeys(_ANGRY_EMOJI, " emoji-angry "))
+    folds.update(dict.fromkeys(_HAPPY_EMOJI, " emoji-happy "))
     return folds
 
 
@@ -994,7 +1169,7 @@ def _ascii(regex: str) -> str:
     return regex.replace(r"\w", "[a-z0-9_]").replace(r"\b", r"(?-u:\b)")
 
 
-_NO_END_BOUNDARY = ("!", r"\?", "[.!,]|$)", "!{2,}", "[.!]", ",")
+_NO_END_BOUNDARY = (":", r"\.{3}", "!", r"\?", "|$)", "!{2,}", "[.!]", ",")
 
 
 def _bounded(fragments: Iterable[str]) -> str:
@@ -1002,7 +1177,7 @@ def _bounded(fragments: Iterable[str]) -> str:
     unique = sorted(set(fragments), key=lambda f: (-len(f), f))
     parts = []
     for frag in unique:
-        start = "" if frag.startswith(("!", r"\?", "^", r"\n")) else r"\b"
+        start = "" if frag.startswith(("!", r"\?", "^", r"\n", "[.!]")) else r"\b"
         end = "" if frag.endswith(_NO_END_BOUNDARY) else r"\b"
         parts.append(start + "(?:" + frag + ")" + end)
     return _ascii("(?:" + "|".join(parts) + ")")
@@ -1011,6 +1186,7 @@ def _bounded(fragments: Iterable[str]) -> str:
 _STRONG_RE = _bounded(_STRONG)
 _MEDIUM_RE = _bounded(_MEDIUM)
 _IMPLICIT_RE = _bounded(_IMPLICIT)
+_STRUCTURAL_RE = _bounded(_STRUCTURAL)
 _WEAK_RE = _bounded(_WEAK)
 _NEGATIVE_ANY = "(?:" + "|".join(sorted(set(_STRONG + _MEDIUM), key=lambda p: (-len(p), p))) + ")"
 _INTENSIFIED_RE = _ascii(r"\b" + _INTENSIFIERS + r"\s+(?:\w+\s+)?" + _NEGATIVE_ANY + r"\b")
@@ -1031,6 +1207,7 @@ def _rules_fingerprint() -> str:
             _STRONG_RE,
             _MEDIUM_RE,
             _IMPLICIT_RE,
+            _STRUCTURAL_RE,
             _WEAK_RE,
             _INTENSIFIED_RE,
             _SARCASM_RE,
@@ -1136,6 +1313,7 @@ def label_tickets(tickets: pl.DataFrame, topics: Sequence[Topic] = DEFAULT_TOPIC
         .str.replace_all(_MEDIUM_RE, " ~ ")
         .str.extract_all(_IMPLICIT_RE)
         .alias("_implicit"),
+        pl.col("_c").str.extract_all(_STRUCTURAL_RE).alias("_structural"),
         pl.col("_c").str.extract_all(_WEAK_RE).alias("_weak"),
         pl.col("_c").str.extract_all(_INTENSIFIED_RE).alias("_intense"),
         pl.col("_c").str.extract_all(_SARCASM_RE).alias("_sarcasm"),
@@ -1179,7 +1357,12 @@ def label_tickets(tickets: pl.DataFrame, topics: Sequence[Topic] = DEFAULT_TOPIC
     weak = pl.min_horizontal(pl.col("_weak").list.len() * _WEIGHT_WEAK, pl.lit(1.0))
     raw = (
         pl.col("_strong").list.len() * _WEIGHT_STRONG
-        + (pl.col("_medium").list.len() + pl.col("_implicit").list.len()) * _WEIGHT_MEDIUM
+        + (
+            pl.col("_medium").list.len()
+            + pl.col("_implicit").list.len()
+            + pl.col("_structural").list.len()
+        )
+        * _WEIGHT_MEDIUM
         + weak
         + pl.col("_intense").list.len() * _WEIGHT_INTENSIFIER
         + pl.col("_sarcasm").list.len() * _WEIGHT_SARCASM
@@ -1187,10 +1370,20 @@ def label_tickets(tickets: pl.DataFrame, topics: Sequence[Topic] = DEFAULT_TOPIC
         # asking how to leave is a question; saying you leave is a threat
         + (pl.col("_cancel").list.len() > 0).cast(pl.Float64)
         * _WEIGHT_CANCEL
-        * (1.0 - 0.5 * pl.col("_question").cast(pl.Float64))
+        # ... and saying it politely ("please close my account, thanks") is a request
+        * (1.0 - 0.5 * (pl.col("_question") | pl.col("_polite")).cast(pl.Float64))
         - pl.col("_question").cast(pl.Float64) * _DAMPEN_QUESTION
         # praise in a sarcastic ticket is part of the sarcasm
-        - (pl.col("_praise") & (pl.col("_sarcasm").list.len() == 0)).cast(pl.Float64)
+        - (
+            pl.col("_praise")
+            & (pl.col("_sarcasm").list.len() == 0)
+            & (
+                pl.col("_strong").list.len()
+                + pl.col("_structural").list.len()
+                + pl.col("_medium").list.len()
+                == 0
+            )
+        ).cast(pl.Float64)
         * _DAMPEN_PRAISE
         - pl.col("_resolved").cast(pl.Float64) * _DAMPEN_RESOLVED
     ).clip(lower_bound=0.0)
@@ -1202,9 +1395,15 @@ def label_tickets(tickets: pl.DataFrame, topics: Sequence[Topic] = DEFAULT_TOPIC
     topic_scores = [
         pl.when(count > 0).then(1.0 - 0.5 ** count.cast(pl.Float64)) for count in topic_counts
     ]
-    evidence_parts = ["_strong", "_medium", "_implicit", "_intense", "_sarcasm", "_cancel"] + [
-        f"_t{i}" for i in range(len(topics))
-    ]
+    evidence_parts = [
+        "_strong",
+        "_medium",
+        "_implicit",
+        "_structural",
+        "_intense",
+        "_sarcasm",
+        "_cancel",
+    ] + [f"_t{i}" for i in range(len(topics))]
     empty_list = pl.lit([], dtype=pl.List(pl.String))
     out = frame.with_columns(
         score.alias("complaint_score"),

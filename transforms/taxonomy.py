@@ -291,6 +291,15 @@ DEFAULT_TOPICS: tuple[Topic, ...] = (
             "tele",
             "fernseher",
             "download*",
+            # rules-6: faults in four languages
+            "fehlermeldung",
+            "empfang",
+            "unable to connect",
+            "se cae",
+            "se traba",
+            "hangt",
+            "coupe",
+            "stops",
         ),
     ),
     Topic(
@@ -356,6 +365,12 @@ DEFAULT_TOPICS: tuple[Topic, ...] = (
             "using my account",
             "on my account",
             "to my account",
+            # rules-6: how one pays and where one is reached
+            "payment card",
+            "carte visa",
+            "adresse",
+            "la cuenta",
+            "desbloque*",
         ),
     ),
     Topic(
@@ -424,6 +439,17 @@ DEFAULT_TOPICS: tuple[Topic, ...] = (
             "plus rien",
             "nichts mehr",
             "director's cut",
+            # rules-6: finding titles, ratings for age, dubbing
+            "search",
+            "thumbnail",
+            "merkliste",
+            "estreno*",
+            "novela*",
+            "altersfreigabe",
+            "dubbed",
+            "doblaje",
+            "doublage",
+            "recomendacion*",
         ),
     ),
 )
