@@ -51,8 +51,9 @@ def slack_payload(alert: AlertView) -> dict[str, Any]:
         }
     ]
     facts = (
-        f"*{esc(ctx['observed'])}* complaints vs *{esc(ctx['expected'])}* expected"
-        + (f" (normal range {esc(ctx['interval'])})" if ctx["interval"] else "")
+        f"*{esc(ctx['observed'])}* complaints vs *{esc(ctx['expected'])}* expected: "
+        f"{esc(ctx['excess'])} more than usual"
+        + (f" (90% interval of the excess: {esc(ctx['interval'])})" if ctx["interval"] else "")
         + f", since {esc(ctx['since'])}. Severity: *{esc(ctx['severity_name'])}*."
     )
     if ctx["resolved"] and ctx["recovery_hours"]:

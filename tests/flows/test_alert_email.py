@@ -50,8 +50,8 @@ def make_view(**overrides: Any) -> AlertView:
         "observed": 47.0,
         "expected": 11.5,
         "excess": 35.5,
-        "lower": 6.0,
-        "upper": 17.0,
+        "lower": 28.0,  # the 90% interval of the excess, not of the count
+        "upper": 43.0,
         "ratio": 4.087,
         "p_value": 1e-9,
         "severity": 3,
@@ -230,7 +230,7 @@ def test_body_carries_the_facts() -> None:
     for body in (text, html):
         assert "47" in body
         assert "11.5" in body
-        assert "6 to 17" in body
+        assert "35.5 more than usual (90% interval of the excess: 28 to 43)" in body
         assert "Dark mode removed" in body  # the runner-up
         assert "expensive" in body
         assert "core.tickets" in body
@@ -441,6 +441,7 @@ def test_slack_payload_has_text_and_blocks_with_the_facts() -> None:
     assert [b["type"] for b in payload["blocks"]][:2] == ["header", "section"]
     joined = "\n".join(_mrkdwn(payload))
     assert "*47* complaints vs *11.5* expected" in joined
+    assert "35.5 more than usual (90% interval of the excess: 28 to 43)" in joined
     assert "Plan price rise" in joined
     assert "Runner-up: Dark mode removed" in joined
     json.dumps(payload)  # serialisable as is
